@@ -1,0 +1,34 @@
+"""User-facing errors: one clear line, a non-zero exit, no traceback.
+
+Anything a user can cause (bad params, bad data, an unreachable source) raises :class:`UserError`.
+Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what is wrong and what to do."""
+
+
+def fail(message: str) -> NoReturn:
+    raise UserError(message)
+
+
+def run_main(main: Callable[[], object]) -> NoReturn:
+    """Run ``main`` and turn a :class:`UserError` into one ``error: ...`` line and exit status 2."""
+    try:
+        result = main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

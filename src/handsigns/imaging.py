@@ -1,0 +1,65 @@
+"""Image decoding and perceptual hashing with Pillow and NumPy only (no torch: ``predict`` uses this too).
+
+Training, evaluation, export checks and prediction all decode through :func:`load_rgb`, so a model sees
+the same pixels in every one of them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+HASH_SIZE = 16  # difference hash of 16x16 = 256 bits
+HASH_BITS = HASH_SIZE * HASH_SIZE
+# Pillow refuses images above ~179 M pixels as decompression bombs; keep its guard on.
+
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF orientation applied; alpha composited over white; grey/palette/CMYK converted."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def open_image(source: str | os.PathLike[str] | bytes, size: int | None = None) -> Image.Image:
+    """Decode fully (so corrupt data fails here, not later) and return upright RGB, resized when asked."""
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with Image.open(fp) as img:
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", (size, size))  # DCT-domain downscale: big photos decode fast
+        img.load()
+        rgb = to_rgb(img)
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return rgb
+
+
+def load_rgb(source: str | os.PathLike[str] | bytes, size: int) -> np.ndarray:
+    """An image as a ``size x size x 3`` uint8 array: the one decoding path of the whole project."""
+    return np.asarray(open_image(source, size), dtype=np.uint8)
+
+
+def dhash(img: Image.Image) -> np.ndarray:
+    """256-bit difference hash (brightness gradients of a 17x16 grey thumbnail), as 32 packed bytes."""
+    grey = np.asarray(img.convert("L").resize((HASH_SIZE + 1, HASH_SIZE), Image.Resampling.BOX), np.int16)
+    return np.packbits(grey[:, 1:] > grey[:, :-1])
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise distance between rows of packed hashes (broadcasting)."""
+    return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)
+
+

@@ -1,0 +1,395 @@
+"""Split-indexing: find the images, label them, split them, and find duplicates and leaks.
+
+Indexes, never copies: the tables name files under ``data/raw``. Every file under ``data/raw`` ends up in
+exactly one of ``train.csv``, ``val.csv``, ``test.csv`` or ``excluded.csv`` (with the reason), so nothing
+is dropped silently.
+
+Layouts understood (found below any single wrapping folder, e.g. ``64x64_SIGNS/``):
+
+- course / CS230: ``{train,val,dev,test}_signs/{label}_*.jpg``; the label is the file name's first
+  character (followed by ``_``).
+- torchvision ImageFolder: ``[train|val|test/]class_name/**/*.{jpg,jpeg,png,bmp,webp}``.
+
+Cost: reading and hashing is O(N) (one decode per file, on all cores). Exact duplicates are grouped by
+sha256 in O(N). Near duplicates use multi-index hashing on 256-bit difference hashes: a pair within
+distance d agrees exactly on at least one of d+1 bit chunks (pigeonhole), so only images sharing a chunk
+are compared: O(N * (d+1) * bucket size), linear for photos in practice (quadratic only when thousands of
+images share whole chunks, e.g. blank frames). ``bench/split_scaling.py`` measures it up to 20,000 images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from handsigns.errors import UserError
+from handsigns.imaging import DECODE_ERRORS, HASH_BITS, dhash, hamming, is_image_name, open_image
+from handsigns.params.data import DataParams
+
+SPLITS = ("train", "val", "test")
+_SPLIT_DIR = re.compile(r"(train|training|val|valid|validation|dev|test|testing)(?:[_\-. ].*)?", re.I)
+_SPLIT_ALIAS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "dev": "val", "test": "test", "testing": "test"}
+_FILENAME_LABEL = re.compile(r"([0-9A-Za-z])_.+")
+_JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+INDEX_COLUMNS = ["path", "label", "class", "sha256", "width", "height"]
+
+
+@dataclass
+class Item:
+    path: str  # relative to the raw root, POSIX separators
+    split: str | None  # given by the layout; None until carved
+    cls: str | None  # class name; None when the layout gives none
+    reason: str = ""  # why it is excluded ("" = kept)
+    detail: str = ""
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    hash: np.ndarray | None = field(default=None, repr=False)
+
+
+# ------------------------------------------------------------------------------------------- discover
+
+
+def _split_of(name: str) -> str | None:
+    m = _SPLIT_DIR.fullmatch(name)
+    return _SPLIT_ALIAS[m.group(1).lower()] if m else None
+
+
+def _listdir(path: Path) -> tuple[list[Path], list[Path]]:
+    entries = sorted(p for p in path.iterdir() if p.name not in _JUNK)
+    return [p for p in entries if p.is_dir()], [p for p in entries if not p.is_dir()]
+
+
+def _walk_files(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _JUNK)
+        out.extend(Path(dirpath) / f for f in sorted(filenames))
+    return out
+
+
+def data_root(raw: Path) -> Path:
+    """Descend through single wrapping folders (``64x64_SIGNS/``) to where the data set starts."""
+    root = raw
+    while True:
+        dirs, files = _listdir(root)
+        if len(dirs) == 1 and not files and _split_of(dirs[0].name) is None:
+            root = dirs[0]
+        else:
+            return root
+
+
+def discover(raw: Path) -> tuple[list[Item], str]:
+    """Every file under ``raw`` as an :class:`Item` with its given split and class (or a reason)."""
+    root = data_root(raw)
+    dirs, _ = _listdir(root)
+    split_dirs = {d: _split_of(d.name) for d in dirs if _split_of(d.name)}
+    rel = lambda p: p.relative_to(raw).as_posix()  # noqa: E731
+    items: list[Item] = []
+    claimed: set[Path] = set()
+
+    def add_class_folders(base: Path, split: str | None) -> None:
+        for cls_dir in _listdir(base)[0]:
+            for f in _walk_files(cls_dir):
+                items.append(Item(rel(f), split, cls_dir.name))
+                claimed.add(f)
+
+    if split_dirs:
+        by_name = any(is_image_name(f.name) for d in split_dirs for f in _listdir(d)[1])
+        layout = "filename-labels" if by_name else "imagefolder-splits"
+        for d, split in split_dirs.items():
+            for f in _listdir(d)[1]:
+                m = _FILENAME_LABEL.fullmatch(f.name)
+                items.append(Item(rel(f), split, m.group(1) if m else None,
+                                  "" if m else "bad_label",
+                                  "" if m else "file name does not start with '<label>_'"))
+                claimed.add(f)
+            add_class_folders(d, split)
+    else:
+        layout = "imagefolder"
+        add_class_folders(root, None)
+    for f in _walk_files(raw):
+        if f not in claimed:
+            items.append(Item(rel(f), None, None, "outside_layout",
+                              "not inside a split or class folder"))
+    for it in items:
+        if not it.reason and not is_image_name(it.path):
+            it.reason, it.detail = "not_an_image", "extension is not one of .jpg .jpeg .png .bmp .webp"
+    items.sort(key=lambda it: it.path)
+    return items, layout
+
+
+# ------------------------------------------------------------------------------------------------ read
+
+
+def _read_one(path: Path) -> tuple[str, int, int, np.ndarray | None, str]:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        img = open_image(data)
+    except DECODE_ERRORS as exc:
+        return digest, 0, 0, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return digest, img.width, img.height, dhash(img), ""
+
+
+def read_images(raw: Path, items: list[Item], workers: int | None = None) -> None:
+    """Hash and decode every candidate image once (threads: Pillow releases the GIL while decoding)."""
+    todo = [it for it in items if not it.reason]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(_read_one, (raw / it.path for it in todo), chunksize=64)
+        for it, (digest, w, h, hsh, err) in zip(
+                todo, tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5), strict=True):
+            it.sha256, it.width, it.height, it.hash = digest, w, h, hsh
+            if err:
+                it.reason, it.detail = "unreadable", err
+
+
+def enforce_bad_file_policy(items: list[Item], on_bad_file: str) -> None:
+    bad = [it for it in items if it.reason in ("bad_label", "unreadable")]
+    if bad and on_bad_file == "error":
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        what = "has no valid label" if first.reason == "bad_label" else "is not a readable image"
+        raise UserError(f"data/raw/{first.path} {what}: {first.detail}{more}; fix or remove it, or set "
+                        "data.on_bad_file: skip to list such files in data/index/excluded.csv")
+
+
+# ---------------------------------------------------------------------------------------- duplicates
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)  # the smallest index (first path) is the group's root
+
+
+def max_distance(similarity: float) -> int:
+    return int(np.floor((1.0 - similarity) * HASH_BITS + 1e-9))
+
+
+def near_pairs(hashes: np.ndarray, max_dist: int) -> list[tuple[int, int, int]]:
+    """Pairs ``(i, j, distance)`` with ``i < j`` and Hamming distance <= ``max_dist`` (multi-index hashing)."""
+    n = len(hashes)
+    if n < 2:
+        return []
+    bits = np.unpackbits(hashes, axis=1)
+    chunks = np.array_split(np.arange(bits.shape[1]), min(max_dist + 1, bits.shape[1]))
+    candidates: set[tuple[int, int]] = set()
+    for cols in chunks:
+        keys = np.packbits(bits[:, cols], axis=1)
+        buckets: dict[bytes, list[int]] = defaultdict(list)
+        for i, key in enumerate(keys):
+            buckets[key.tobytes()].append(i)
+        for members in buckets.values():
+            for a in range(len(members)):
+                for b in range(a + 1, len(members)):
+                    candidates.add((members[a], members[b]))
+    if not candidates:
+        return []
+    pairs = np.array(sorted(candidates))
+    dist = hamming(hashes[pairs[:, 0]], hashes[pairs[:, 1]])
+    keep = dist <= max_dist
+    return [(int(i), int(j), int(d)) for (i, j), d in zip(pairs[keep], dist[keep], strict=True)]
+
+
+def find_duplicates(items: list[Item], kept: list[int], similarity: float) -> tuple[list[dict], _UnionFind]:
+    """Duplicate edges among ``kept`` items (exact: same bytes; near: similar hashes) and their groups."""
+    uf = _UnionFind(len(items))
+    edges: list[dict] = []
+    by_sha: dict[str, list[int]] = defaultdict(list)
+    for i in kept:
+        by_sha[items[i].sha256].append(i)
+    reps = []  # one image per distinct content
+    for members in by_sha.values():
+        reps.append(members[0])
+        for j in members[1:]:
+            uf.union(members[0], j)
+            edges.append({"a": members[0], "b": j, "kind": "exact", "distance": 0})
+    reps.sort()
+    hashes = np.stack([items[i].hash for i in reps]) if reps else np.zeros((0, HASH_BITS // 8), np.uint8)
+    for a, b, d in near_pairs(hashes, max_distance(similarity)):
+        uf.union(reps[a], reps[b])
+        edges.append({"a": reps[a], "b": reps[b], "kind": "near", "distance": d})
+    return edges, uf
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+
+def carve(items: list[Item], pool: list[int], into: str, fraction: float, seed: int, uf: _UnionFind) -> None:
+    """Move ``fraction`` of ``pool`` (per class, whole duplicate groups at a time) to split ``into``."""
+    rng = random.Random(f"{seed}:{into}")
+    groups: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i in pool:
+        groups[items[i].cls][uf.find(i)].append(i)  # type: ignore[index]
+    for cls in sorted(groups):
+        by_root = groups[cls]
+        roots = sorted(by_root)
+        rng.shuffle(roots)
+        target = round(fraction * sum(len(m) for m in by_root.values()))
+        taken = 0
+        for root in roots:
+            if taken >= target:
+                break
+            for i in by_root[root]:
+                items[i].split = into
+            taken += len(by_root[root])
+
+
+def apply_dedupe(items: list[Item], kept: list[int], uf: _UnionFind, drop: bool) -> dict:
+    """Leak and duplicate counts; with ``drop``, train/val copies of a later split's image are excluded,
+    and copies inside train or inside val collapse to one. The test split is never changed."""
+    rank = {s: k for k, s in enumerate(SPLITS)}
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        members[uf.find(i)].append(i)
+    cross = {"test": 0, "test_exact": 0, "val": 0, "val_exact": 0}
+    within = dict.fromkeys(SPLITS, 0)
+    conflicts = 0
+    for group in members.values():
+        if len(group) < 2:
+            continue
+        if len({items[i].cls for i in group}) > 1:
+            conflicts += 1
+        first_in: dict[str, int] = {}
+        for i in group:  # group is in path order
+            first_in.setdefault(items[i].split, i)  # type: ignore[arg-type]
+        shas_by_split: dict[str, set[str]] = defaultdict(set)
+        for i in group:
+            shas_by_split[items[i].split].add(items[i].sha256)  # type: ignore[index]
+        for i in group:
+            it = items[i]
+            later = [s for s in SPLITS if rank[s] > rank[it.split]]  # type: ignore[index]
+            earlier = [s for s in SPLITS if rank[s] < rank[it.split]]  # type: ignore[index]
+            if it.split in ("val", "test") and any(s in first_in for s in earlier):
+                cross[it.split] += 1
+                if any(it.sha256 in shas_by_split[s] for s in earlier):
+                    cross[f"{it.split}_exact"] += 1
+            if first_in[it.split] != i:  # type: ignore[index]
+                within[it.split] += 1  # type: ignore[index]
+            if not drop or it.split == "test":
+                continue
+            copy_in = next((s for s in later if s in first_in), None)
+            if copy_in is not None:
+                it.reason = "duplicate"
+                it.detail = f"copy of {items[first_in[copy_in]].path} in {copy_in}"
+            elif first_in[it.split] != i:  # type: ignore[index]
+                it.reason = "duplicate"
+                it.detail = f"copy of {items[first_in[it.split]].path} in {it.split}"  # type: ignore[index]
+    return {"cross_split_duplicates": cross, "within_split_duplicates": within, "label_conflicts": conflicts}
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+@dataclass
+class IndexResult:
+    tables: dict[str, pd.DataFrame]
+    classes: list[str]
+    layout: str
+    duplicates: pd.DataFrame
+    excluded: pd.DataFrame
+    metrics: dict
+
+
+def build_index(raw: Path, params: DataParams, workers: int | None = None) -> IndexResult:
+    if not raw.is_dir():
+        raise UserError(f"{raw} does not exist; run the download stage first (dvc repro download)")
+    items, layout = discover(raw)
+    read_images(raw, items, workers)
+    enforce_bad_file_policy(items, params.on_bad_file)
+    kept = [i for i, it in enumerate(items) if not it.reason]
+    if not kept:
+        raise UserError(f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
+                        "or [split/]class_name/*.jpg); check data.source")
+    classes = sorted({items[i].cls for i in kept})  # type: ignore[type-var]
+    edges, uf = find_duplicates(items, kept, params.near_duplicate_similarity)
+    given = {items[i].split for i in kept}
+    if "test" not in given:
+        carve(items, [i for i in kept if items[i].split in (None, "train")], "test", params.test_fraction,
+              params.split_seed, uf)
+    if "val" not in given:
+        carve(items, [i for i in kept if items[i].split in (None, "train")], "val", params.val_fraction,
+              params.split_seed, uf)
+    for i in kept:
+        if items[i].split is None:
+            items[i].split = "train"
+    dup_metrics = apply_dedupe(items, kept, uf, drop=params.dedupe == "drop")
+
+    tables = {}
+    for split in SPLITS:
+        rows = [it for it in items if it.split == split and not it.reason]
+        tables[split] = pd.DataFrame(
+            {"path": [it.path for it in rows], "label": [classes.index(it.cls) for it in rows],  # type: ignore[arg-type]
+             "class": [it.cls for it in rows], "sha256": [it.sha256 for it in rows],
+             "width": [it.width for it in rows], "height": [it.height for it in rows]},
+            columns=INDEX_COLUMNS)
+    no_train = [c for c in classes if not (tables["train"]["class"] == c).any()]
+    if no_train:
+        raise UserError(f"class {no_train[0]!r} has no training images after indexing; add some, or remove "
+                        "the class from the data set")
+    missing = [(s, c) for s in SPLITS for c in classes if not (tables[s]["class"] == c).any()]
+
+    dup_rows = []
+    for e in edges:
+        a, b = items[e["a"]], items[e["b"]]
+        dup_rows.append({"path_a": a.path, "split_a": a.split, "path_b": b.path, "split_b": b.split,
+                         "kind": e["kind"], "distance": e["distance"],
+                         "similarity": round(1 - e["distance"] / HASH_BITS, 4),
+                         "cross_split": a.split != b.split, "same_class": a.cls == b.cls,
+                         "group": items[uf.find(e["a"])].path})
+    duplicates = pd.DataFrame(dup_rows, columns=["path_a", "split_a", "path_b", "split_b", "kind", "distance",
+                                                 "similarity", "cross_split", "same_class", "group"])
+    excluded = pd.DataFrame([{"path": it.path, "split": it.split or "", "reason": it.reason,
+                              "detail": it.detail} for it in items if it.reason],
+                            columns=["path", "split", "reason", "detail"])
+    reasons = ("duplicate", "not_an_image", "outside_layout", "bad_label", "unreadable")
+    metrics = {
+        "layout": layout,
+        "classes": len(classes),
+        "files_scanned": len(items),
+        "images": {s: len(tables[s]) for s in SPLITS},
+        "per_class": {s: {c: int((tables[s]["class"] == c).sum()) for c in classes} for s in SPLITS},
+        "excluded": {r: sum(it.reason == r for it in items) for r in reasons},
+        "duplicate_pairs": {"exact": sum(e["kind"] == "exact" for e in edges),
+                            "near": sum(e["kind"] == "near" for e in edges)},
+        "near_duplicate_max_distance": max_distance(params.near_duplicate_similarity),
+        "classes_missing_from_a_split": len(missing),
+        **dup_metrics,
+    }
+    return IndexResult(tables, classes, layout, duplicates, excluded, metrics)
+
+
+def write_index(result: IndexResult, out_dir: Path, metrics_path: Path) -> None:
+    from handsigns.atomic import atomic_dir, write_json
+
+    with atomic_dir(out_dir) as tmp:
+        for split, df in result.tables.items():
+            df.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
+        result.duplicates.to_csv(tmp / "duplicates.csv", index=False, lineterminator="\n")
+        result.excluded.to_csv(tmp / "excluded.csv", index=False, lineterminator="\n")
+        write_json(tmp / "classes.json", {"classes": result.classes, "layout": result.layout})
+    write_json(metrics_path, result.metrics)
+

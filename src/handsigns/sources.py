@@ -1,0 +1,328 @@
+"""Fetch, verify and safely extract the raw data set.
+
+``data.source`` is an http(s) URL, a ``file://`` URL or a local path, naming a zip, a tar (plain, gz, bz2,
+xz) or a folder. Archives are recognised by their bytes, not their names (a Google Drive URL has no
+extension).
+
+- HTTP downloads go to ``data/.downloads/`` (outside the stage's output, so an interrupted download is
+  resumed by the next run with a ``Range`` request guarded by ``If-Range``), show a progress bar and retry
+  transient failures with back-off.
+- ``sha256`` is checked before anything is extracted; a mismatch is an error and writes nothing.
+- Extraction refuses members with absolute paths, ``..`` components, links that lead outside, and special
+  files, naming the member. It happens in a temporary folder renamed into place, so a killed run never
+  leaves a half-written ``data/raw``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlparse
+from urllib.request import Request, url2pathname, urlopen
+
+from tqdm import tqdm
+
+from handsigns import __version__
+from handsigns.atomic import atomic_dir
+from handsigns.errors import UserError
+
+DOWNLOAD_DIR = Path("data/.downloads")
+CHUNK = 1 << 20
+BACKOFF_S = 0.5  # first retry delay; doubles each attempt, capped at 30 s
+LOCAL_COPY_HINT = ("to use a local copy instead, set data.source in params.yaml to its path "
+                   "(e.g. `make repro SOURCE=../shared/datasets/64x64_SIGNS.zip`)")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path  # a local archive file or folder
+    kind: str  # "http", "file" or "directory"
+
+
+class _TransientError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- locate
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def local_path(source: str) -> Path:
+    """The filesystem path of a ``file://`` URL or a plain path."""
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        return Path(url2pathname(unquote(parsed.path)))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
+        raise UserError(f"data.source {source!r}: unsupported scheme {parsed.scheme!r}; "
+                        "use http(s)://, file:// or a local path")
+    return Path(source).expanduser()
+
+
+def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = DOWNLOAD_DIR) -> Fetched:
+    if is_url(source):
+        return Fetched(download(source, download_dir, retries=retries, timeout_s=timeout_s), "http")
+    path = local_path(source)
+    if path.is_dir():
+        return Fetched(path, "directory")
+    if path.is_file():
+        return Fetched(path, "file")
+    raise UserError(f"data.source {source!r}: no such file or folder ({path.resolve()}); "
+                    "set data.source in params.yaml to a URL or to an existing path")
+
+
+# ------------------------------------------------------------------------------------------- download
+
+
+def _part_paths(url: str, download_dir: Path) -> tuple[Path, Path]:
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return download_dir / f"{key}.part", download_dir / f"{key}.json"
+
+
+def download(url: str, download_dir: Path, *, retries: int, timeout_s: float) -> Path:
+    """Download ``url`` into ``download_dir`` and return the finished file; resumes a previous partial one."""
+    download_dir.mkdir(parents=True, exist_ok=True)
+    part, meta_path = _part_paths(url, download_dir)
+    done = part.with_suffix(".done")
+    if done.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("complete"):
+        return done
+    last_error = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = min(BACKOFF_S * 2 ** (attempt - 1), 30.0)
+            print(f"download: retrying in {delay:g} s ({last_error})", flush=True)
+            time.sleep(delay)
+        try:
+            _download_once(url, part, meta_path, timeout_s)
+        except _TransientError as exc:
+            last_error = str(exc)
+            continue
+        os.replace(part, done)
+        meta_path.write_text(json.dumps({"url": url, "complete": True}))
+        return done
+    raise UserError(f"cannot download {url} after {retries + 1} attempts ({last_error}); {LOCAL_COPY_HINT}")
+
+
+def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    meta = json.loads(meta_path.read_text()) if (have and meta_path.exists()) else {}
+    validator = meta.get("etag") or meta.get("last_modified")
+    headers = {"User-Agent": f"handsigns/{__version__}"}
+    if have and validator:
+        headers["Range"] = f"bytes={have}-"
+        headers["If-Range"] = validator
+    else:
+        have = 0
+    try:
+        resp = urlopen(Request(url, headers=headers), timeout=timeout_s)
+    except HTTPError as exc:
+        if exc.code == 416:  # our range no longer fits the file: start over
+            part.unlink(missing_ok=True)
+            raise _TransientError("HTTP 416, restarting from the beginning") from None
+        if exc.code in (408, 425, 429) or exc.code >= 500:
+            raise _TransientError(f"HTTP {exc.code} {exc.reason}") from None
+        raise UserError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {LOCAL_COPY_HINT}") from None
+    except (URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _TransientError(f"{type(exc).__name__}: {reason}") from None
+
+    with resp:
+        if resp.status == 206:
+            match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != have:
+                part.unlink(missing_ok=True)
+                raise _TransientError("server answered a different range, restarting")
+            mode = "ab"
+        else:  # 200: the whole file (server ignored the range, or the file changed since)
+            have, mode = 0, "wb"
+        ctype = resp.headers.get("Content-Type", "")
+        if ctype.startswith("text/html"):
+            raise UserError(f"{url} answered with an HTML page, not a data archive (a login or "
+                            f"confirmation page?); {LOCAL_COPY_HINT}")
+        length = resp.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        meta_path.write_text(json.dumps({"url": url, "etag": resp.headers.get("ETag"),
+                                         "last_modified": resp.headers.get("Last-Modified")}))
+        with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                          unit_divisor=1024, desc="download", mininterval=0.5) as bar:
+            try:
+                while chunk := resp.read(CHUNK):
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                raise _TransientError(f"transfer cut after {fh.tell()} bytes: {type(exc).__name__}") from None
+            got = fh.tell()
+    if total is not None and got != total:
+        raise _TransientError(f"transfer cut after {got} of {total} bytes")
+
+
+# -------------------------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(root: Path) -> str:
+    """A folder's hash: sha256 over its sorted relative paths and their files' sha256."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def verify(fetched: Fetched, expected: str | None, source: str) -> str:
+    observed = sha256_tree(fetched.path) if fetched.kind == "directory" else sha256_file(fetched.path)
+    if expected is not None and observed != expected:
+        if fetched.kind == "http":  # a bad download must not be resumed or reused
+            fetched.path.unlink(missing_ok=True)
+        raise UserError(f"sha256 mismatch for {source}: expected {expected}, got {observed}; nothing was "
+                        "extracted. If the source changed on purpose, set data.sha256 to the new value "
+                        "(or null)")
+    return observed
+
+
+# ------------------------------------------------------------------------------------------ extraction
+
+
+def _safe_name(name: str) -> str:
+    """The member's relative POSIX path, or a UserError naming it when it could escape the target."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        raise UserError(f"refusing to extract archive member {name!r}: absolute path")
+    parts = [p for p in PurePosixPath(norm).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UserError(f"refusing to extract archive member {name!r}: '..' leads outside the data folder")
+    if not parts:
+        raise UserError(f"refusing to extract archive member {name!r}: empty name")
+    return "/".join(parts)
+
+
+def _check_link(name: str, target: str) -> None:
+    if target.startswith("/") or re.match(r"^[A-Za-z]:", target):
+        raise UserError(f"refusing to extract archive member {name!r}: link to absolute path {target!r}")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise UserError(f"refusing to extract archive member {name!r}: link to {target!r} leads outside "
+                        "the data folder")
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        plan = []
+        for info in infos:  # validate everything before writing anything
+            name = _safe_name(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                target = zf.read(info).decode("utf-8", "replace")
+                _check_link(name, target)
+                plan.append((info, name, target))
+            else:
+                plan.append((info, name, None))
+        for info, name, link in tqdm(plan, desc="extract", unit="file", mininterval=0.5):
+            out = dest / name
+            if info.is_dir():
+                out.mkdir(parents=True, exist_ok=True)
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if link is not None:
+                os.symlink(link, out)
+                continue
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = tf.getmembers()
+        for m in members:
+            name = _safe_name(m.name)
+            if m.issym():
+                _check_link(name, m.linkname)
+            elif m.islnk():
+                _safe_name(m.linkname)
+            elif not (m.isfile() or m.isdir()):
+                raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
+        # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
+        for m in tqdm(members, desc="extract", unit="file", mininterval=0.5):
+            tf.extract(m, dest, filter="data")
+
+
+def _copy_dir(src: Path, dest: Path) -> None:
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink():
+                _check_link((rel / name).as_posix(), os.readlink(p))
+    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def archive_format(path: Path) -> str:
+    if path.is_dir():
+        return "directory"
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if tarfile.is_tarfile(path):
+        return "tar"
+    raise UserError(f"{path} is neither a zip nor a tar archive (checked by content); "
+                    "data.source must name a zip, a tar(.gz/.bz2/.xz) or a folder")
+
+
+def extract(path: Path, dest: Path) -> str:
+    """Extract ``path`` (archive or folder) into the empty folder ``dest``; return its format."""
+    fmt = archive_format(path)
+    try:
+        {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, tarfile.FilterError):
+            raise UserError(f"refusing to extract {path}: {exc}") from None
+        raise UserError(f"{path} is a damaged {fmt} archive ({exc}); fetch it again") from None
+    return fmt
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def materialise(source: str, expected_sha256: str | None, raw_dir: Path, *, retries: int,
+                timeout_s: float, download_dir: Path = DOWNLOAD_DIR) -> dict:
+    """Fetch, verify and extract ``source`` into ``raw_dir`` atomically; return the provenance record."""
+    fetched = fetch(source, retries=retries, timeout_s=timeout_s, download_dir=download_dir)
+    observed = verify(fetched, expected_sha256, source)
+    with atomic_dir(raw_dir) as tmp:
+        fmt = extract(fetched.path, tmp)
+        files, nbytes = tree_stats(tmp)
+        if files == 0:
+            raise UserError(f"{source} holds no files; point data.source at the data set")
+    if fetched.kind == "http":  # the verified archive is no longer needed once extracted
+        fetched.path.unlink(missing_ok=True)
+    return {
+        "source": source,
+        "source_kind": fetched.kind,
+        "format": fmt,
+        "sha256": observed,
+        "sha256_pinned": expected_sha256 is not None,
+        "files": files,
+        "bytes": nbytes,
+    }
