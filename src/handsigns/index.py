@@ -150,7 +150,7 @@ def read_images(raw: Path, items: list[Item], workers: int | None = None) -> Non
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(_read_one, (raw / it.path for it in todo), chunksize=64)
         for it, (digest, w, h, hsh, err) in zip(
-                todo, tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5), strict=True):
+                todo, tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5, disable=None), strict=True):
             it.sha256, it.width, it.height, it.hash = digest, w, h, hsh
             if err:
                 it.reason, it.detail = "unreadable", err

@@ -26,6 +26,7 @@ import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
@@ -37,6 +38,11 @@ from tqdm import tqdm
 from handsigns import __version__
 from handsigns.atomic import atomic_dir
 from handsigns.errors import UserError
+
+try:
+    from lzma import LZMAError
+except ImportError:  # a Python built without lzma cannot open .tar.xz anyway
+    LZMAError = OSError
 
 DOWNLOAD_DIR = Path("data/.downloads")
 CHUNK = 1 << 20
@@ -158,7 +164,7 @@ def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> N
         meta_path.write_text(json.dumps({"url": url, "etag": resp.headers.get("ETag"),
                                          "last_modified": resp.headers.get("Last-Modified")}))
         with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                          unit_divisor=1024, desc="download", mininterval=0.5) as bar:
+                                          unit_divisor=1024, desc="download", mininterval=0.5, disable=None) as bar:
             try:
                 while chunk := resp.read(CHUNK):
                     fh.write(chunk)
@@ -238,7 +244,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 plan.append((info, name, target))
             else:
                 plan.append((info, name, None))
-        for info, name, link in tqdm(plan, desc="extract", unit="file", mininterval=0.5):
+        for info, name, link in tqdm(plan, desc="extract", unit="file", mininterval=0.5, disable=None):
             out = dest / name
             if info.is_dir():
                 out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +269,7 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             elif not (m.isfile() or m.isdir()):
                 raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
         # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
-        for m in tqdm(members, desc="extract", unit="file", mininterval=0.5):
+        for m in tqdm(members, desc="extract", unit="file", mininterval=0.5, disable=None):
             tf.extract(m, dest, filter="data")
 
 
@@ -293,7 +299,7 @@ def extract(path: Path, dest: Path) -> str:
     fmt = archive_format(path)
     try:
         {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, LZMAError) as exc:
         if isinstance(exc, tarfile.FilterError):
             raise UserError(f"refusing to extract {path}: {exc}") from None
         raise UserError(f"{path} is a damaged {fmt} archive ({exc}); fetch it again") from None

@@ -1,0 +1,123 @@
+"""Data for training and evaluation: each split decoded once into an in-memory uint8 tensor.
+
+The images of SIGNS (and of most course-sized data sets) fit in memory many times over once resized, so
+the JPEGs are decoded exactly once per run (through :func:`handsigns.imaging.load_rgb`, the same path
+``predict`` uses) and every epoch indexes a ``N x 3 x S x S`` uint8 tensor. Augmentation is applied per
+sample but vectorised over the batch, on the training device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from handsigns.errors import UserError
+from handsigns.imaging import DECODE_ERRORS, load_rgb
+
+RAW_DIR = Path("data/raw")
+INDEX_DIR = Path("data/index")
+
+
+@dataclass
+class Split:
+    name: str
+    images: torch.Tensor  # N x 3 x S x S, uint8, RGB
+    labels: torch.Tensor  # N, int64
+    paths: list[str]  # relative to the raw folder
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_classes(index_dir: Path = INDEX_DIR) -> list[str]:
+    import json
+
+    path = index_dir / "classes.json"
+    if not path.exists():
+        raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
+    return list(json.loads(path.read_text())["classes"])
+
+
+def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
+    """Decode ``paths`` (threads: Pillow releases the GIL) into one ``N x 3 x S x S`` uint8 tensor."""
+    def one(p: Path) -> np.ndarray:
+        try:
+            return load_rgb(p, image_size)
+        except FileNotFoundError:
+            raise UserError(f"{p} is listed in the index but missing; re-run the pipeline (dvc repro)") from None
+        except DECODE_ERRORS as exc:
+            raise UserError(f"{p} can no longer be decoded ({exc}); re-run the pipeline (dvc repro)") from None
+
+    if not paths:
+        return torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8)
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(one, paths))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_split(name: str, image_size: int, classes: list[str], index_dir: Path = INDEX_DIR,
+               raw_dir: Path = RAW_DIR) -> Split:
+    path = index_dir / f"{name}.csv"
+    if not path.exists():
+        raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
+    df = pd.read_csv(path, dtype={"path": str, "class": str, "label": np.int64})
+    labels = torch.tensor([classes.index(c) for c in df["class"]], dtype=torch.int64)
+    images = decode_all([raw_dir / p for p in df["path"]], image_size)
+    return Split(name, images, labels, list(df["path"]))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in float64: reproducible)."""
+    x = images.to(torch.float64).div_(255.0)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] float batch -> normalised float batch (mean/std shaped 1 x 3 x 1 x 1)."""
+    x = pixels.float().div(255.0) if pixels.dtype == torch.uint8 else pixels
+    return (x - mean) / std
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, params) -> torch.Tensor:
+    """Random affine (zoom, shift, rotation, optional flip) and colour jitter, a different draw per sample.
+
+    ``x``: B x 3 x S x S float in [0, 1] on any device; random numbers come from the CPU generator ``gen``
+    so a seed gives the same augmentation on every device. ``params``: a TrainParams.
+    """
+    b = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, generator=gen)).to(x.device)
+
+    angle = uniform(-params.max_rotation, params.max_rotation) * (math.pi / 180)
+    scale = uniform(params.min_scale, 1.0)  # sample a window `scale` of the side: zoom in
+    shift = 2 * params.max_shift  # affine_grid coordinates span [-1, 1]
+    tx, ty = uniform(-shift, shift), uniform(-shift, shift)
+    flip = torch.ones(b, device=x.device)
+    if params.flip:
+        flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    j = params.color_jitter
+    if j > 0:
+        shape = (b, 1, 1, 1)
+        bright, contrast, sat = (uniform(1 - j, 1 + j).view(shape) for _ in range(3))
+        x = x * bright
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * contrast + mean
+        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - grey) * sat + grey
+    return x.clamp_(0.0, 1.0)

@@ -1,0 +1,61 @@
+"""Evaluate the best model on val and test: exact metrics, per-sample predictions, a misclassified gallery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from handsigns.data import Split
+from handsigns.metrics import report
+from handsigns.train import predict_logprobs
+
+
+def evaluate_split(model: torch.nn.Module, split: Split, classes: list[str], normalisation: dict,
+                   batch_size: int) -> tuple[dict, pd.DataFrame]:
+    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    logprobs = predict_logprobs(model, split.images, mean, std, torch.device("cpu"), "fp32", batch_size)
+    loss = F.nll_loss(logprobs, split.labels, reduction="sum").item() / max(len(split), 1)
+    probs = logprobs.exp()
+    preds = probs.argmax(1)
+    labels = split.labels.numpy()
+    metrics = report(labels, preds.numpy(), classes, loss)
+    table = pd.DataFrame({
+        "path": split.paths,
+        "actual": [classes[i] for i in labels],
+        "predicted": [classes[i] for i in preds.tolist()],
+        "probability": probs.max(1).values.numpy().round(6),
+    })
+    return metrics, table
+
+
+def gallery(raw_dir: Path, table: pd.DataFrame, path: Path, columns: int = 6) -> int:
+    """Write a PNG grid of the misclassified images (true / predicted / probability); returns how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from handsigns.imaging import open_image
+
+    wrong = table[table["actual"] != table["predicted"]].reset_index(drop=True)
+    n = len(wrong)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.0 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, row in wrong.iterrows():
+        ax = axes.flat[i]
+        ax.imshow(np.asarray(open_image(raw_dir / row["path"])))
+        ax.set_title(f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}", fontsize=8,
+                     color="darkred")
+    fig.suptitle(f"misclassified test images: {n} of {len(table)}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return n

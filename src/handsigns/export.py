@@ -1,0 +1,102 @@
+"""Export the best model: safetensors weights, an ONNX graph (dynamic batch) and a model card, then verify
+that ONNX Runtime and PyTorch agree on real images (same labels, probabilities within a tolerance)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handsigns.atomic import atomic_path, write_json
+from handsigns.errors import UserError
+from handsigns.model import Deployed, Net
+
+INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
+OPSET = 18
+
+
+def deployed(model: Net, normalisation: dict) -> Deployed:
+    return Deployed(model, normalisation["mean"], normalisation["std"]).eval()
+
+
+def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def save_onnx(module: Deployed, image_size: int, path: Path) -> None:
+    example = torch.zeros((2, 3, image_size, image_size), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=65_536)
+    with atomic_path(path) as tmp:
+        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
+                                    opset_version=OPSET, external_data=False, verbose=False)
+        program.save(str(tmp), external_data=False)
+
+
+def onnx_probabilities(path: Path, pixels: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
+
+
+def verify(module: Deployed, onnx_path: Path, pixels: torch.Tensor, atol: float = 1e-4) -> dict:
+    """Run both runtimes on ``pixels`` (N x 3 x S x S uint8); raise UserError unless they agree."""
+    with torch.no_grad():
+        expected = module(pixels).numpy()
+    got = onnx_probabilities(onnx_path, pixels.numpy())
+    max_diff = float(np.abs(expected - got).max()) if len(pixels) else 0.0
+    same = int((expected.argmax(1) == got.argmax(1)).sum())
+    if same != len(pixels) or max_diff > atol:
+        raise UserError(f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - same} of "
+                        f"{len(pixels)} labels, max probability difference {max_diff:.2e} (tolerance {atol:g})")
+    return {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_card(ckpt: dict, image_size: int, metrics: dict, data_hash: str, check: dict) -> dict:
+    import onnxruntime
+
+    return {
+        "name": "handsigns",
+        "task": "image classification",
+        "classes": ckpt["classes"],
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, image_size, image_size], "dtype": "uint8",
+                  "layout": "NCHW", "colour": "RGB", "range": [0, 255],
+                  "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax"},
+        "image_size": image_size,
+        "normalisation": ckpt["normalisation"],
+        "normalisation_inside_model": True,
+        "architecture": ckpt["model"],
+        "best_epoch": ckpt["epoch"],
+        "metrics": metrics,
+        "data": {"train_index_sha256": data_hash},
+        "params": ckpt["hyper"],
+        "export_check": check,
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "python": platform.python_version(), "opset": OPSET},
+        "files": {"onnx": "model.onnx", "safetensors": "model.safetensors"},
+    }
+
+
+def read_card(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; run the export stage first (dvc repro export)") from None
+
+
+def write_card(path: Path, card: dict) -> None:
+    write_json(path, card)

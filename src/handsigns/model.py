@@ -1,0 +1,68 @@
+"""The course notes' network, generalised (any number of classes, any input size).
+
+With ``batchnorm=False`` and ``dropout=0`` it is exactly the notes' ``Net``: three 3x3 convolutions
+(c, 2c, 4c channels), each followed by 2x2 max-pool and ReLU, then two linear layers and log-softmax.
+``batchnorm=True`` and ``dropout>0`` give Stanford CS230's version of the same network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def feature_side(image_size: int) -> int:
+    """Side of the feature map after three 2x2 max-pools (floor each time, as nn.MaxPool2d does)."""
+    return image_size // 2 // 2 // 2
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes: int, image_size: int = 64, num_channels: int = 32,
+                 batchnorm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        if feature_side(image_size) < 1:
+            raise ValueError(f"image_size {image_size} is too small: three 2x2 pools need at least 8 pixels")
+        c = num_channels
+        self.conv1 = nn.Conv2d(3, c, 3, stride=1, padding=1)
+        self.conv2 = nn.Conv2d(c, 2 * c, 3, stride=1, padding=1)
+        self.conv3 = nn.Conv2d(2 * c, 4 * c, 3, stride=1, padding=1)
+        norm2d = nn.BatchNorm2d if batchnorm else lambda _: nn.Identity()
+        self.bn1, self.bn2, self.bn3 = norm2d(c), norm2d(2 * c), norm2d(4 * c)
+        self.flat_features = 4 * c * feature_side(image_size) ** 2
+        self.fc1 = nn.Linear(self.flat_features, 4 * c)
+        self.fcbn1 = nn.BatchNorm1d(4 * c) if batchnorm else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc2 = nn.Linear(4 * c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: batch x 3 x S x S, normalised
+        x = F.relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))  # batch x c x S/2 x S/2
+        x = F.relu(F.max_pool2d(self.bn2(self.conv2(x)), 2))  # batch x 2c x S/4 x S/4
+        x = F.relu(F.max_pool2d(self.bn3(self.conv3(x)), 2))  # batch x 4c x S/8 x S/8
+        x = x.flatten(1)  # batch x 4c*(S/8)^2 (the notes' view(-1, c*4*8*8) for S = 64)
+        x = self.dropout(F.relu(self.fcbn1(self.fc1(x))))  # batch x 4c
+        x = self.fc2(x)  # batch x num_classes
+        return F.log_softmax(x, dim=1)
+
+
+def build_net(num_classes: int, model_params) -> Net:  # model_params: handsigns.params.train.ModelParams
+    return Net(num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm,
+               model_params.dropout)
+
+
+class Deployed(nn.Module):
+    """What is exported: uint8 pixels (batch x 3 x S x S, RGB) in, class probabilities out.
+
+    Normalisation travels inside the model, so nothing downstream can get it wrong.
+    """
+
+    def __init__(self, net: Net, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.float() / 255.0 - self.mean) / self.std
+        return self.net(x).exp()

@@ -1,0 +1,41 @@
+"""DVC stage `evaluate`: exact metrics of the best model on val and test.
+
+Outputs: metrics/eval.json (nested: val.accuracy, test.accuracy, ...), metrics/eval/predictions_{val,test}.csv
+(per image: actual, predicted, probability; drives the confusion-matrix plot) and
+metrics/eval/misclassified_test.png (a gallery of the test errors).
+"""
+
+from pathlib import Path
+
+from handsigns.atomic import atomic_path, write_json
+from handsigns.data import RAW_DIR, load_split, read_classes
+from handsigns.errors import UserError, run_main
+from handsigns.evaluate import evaluate_split, gallery
+from handsigns.params.train import load_hyper
+from handsigns.train import BEST, load_model
+
+OUT_DIR = Path("metrics/eval")
+
+
+def main() -> None:
+    hyper = load_hyper()
+    model, ckpt = load_model(BEST)
+    classes = read_classes()
+    if classes != ckpt["classes"]:
+        raise UserError("data/index/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
+    results = {}
+    for name in ("val", "test"):
+        split = load_split(name, ckpt["model"]["image_size"], classes)
+        results[name], table = evaluate_split(model, split, classes, ckpt["normalisation"],
+                                              hyper.train.eval_batch_size)
+        with atomic_path(OUT_DIR / f"predictions_{name}.csv") as tmp:
+            table.to_csv(tmp, index=False, lineterminator="\n")
+        if name == "test":
+            gallery(RAW_DIR, table, OUT_DIR / "misclassified_test.png")
+        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({results[name]['errors']} errors "
+              f"of {results[name]['images']}), macro-F1 {results[name]['macro_f1']:.4f}")
+    write_json(Path("metrics/eval.json"), results)
+
+
+if __name__ == "__main__":
+    run_main(main)

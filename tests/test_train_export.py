@@ -1,0 +1,153 @@
+"""The model half on a small generated data set: train -> evaluate -> export, via the real stage scripts."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline_utils import TINY, colour_dataset, make_project, run, stage
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Data (3 classes of 20x20 PNGs, no splits given) through all five stages once."""
+    base = tmp_path_factory.mktemp("tiny")
+    source = colour_dataset(base / "source")
+    proj = make_project(base / "proj", source, TINY)
+    for name in ("download", "split", "train", "evaluate", "export"):
+        stage(name, proj)
+    return proj
+
+
+def test_train_writes_quality_and_runtime_apart(project):
+    quality = json.loads((project / "metrics/train.json").read_text())
+    runtime = json.loads((project / "metrics/runtime.json").read_text())
+    assert quality["epochs_run"] == 2 and 1 <= quality["best_epoch"] <= 2
+    assert 0 <= quality["best_val_accuracy"] <= 1
+    assert not {"train_seconds", "device"} & set(quality)  # timings never pollute quality metrics
+    assert {"train_seconds", "train_images_per_s", "device_name", "torch", "cuda", "precision"} <= set(runtime)
+    ckpt = torch.load(project / "models/checkpoint.pt", weights_only=True)
+    assert {"state_dict", "optimizer", "epoch", "hyper", "normalisation", "classes"} <= set(ckpt)
+    assert ckpt["classes"] == ["class_0", "class_1", "class_2"]
+    assert len(ckpt["normalisation"]["mean"]) == 3
+    curve = (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
+    assert curve[0] == "step\taccuracy" and [r.split("\t")[0] for r in curve[1:]] == ["1", "2"]
+
+
+def test_evaluate_metrics_are_exact_per_sample(project):
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    for split in ("val", "test"):
+        table = pd.read_csv(project / f"metrics/eval/predictions_{split}.csv", dtype=str)
+        index = pd.read_csv(project / f"data/index/{split}.csv")
+        assert len(table) == len(index) == metrics[split]["images"]
+        correct = (table["actual"] == table["predicted"]).sum()
+        assert metrics[split]["accuracy"] == round(correct / len(table), 6)
+        assert metrics[split]["errors"] == len(table) - correct
+        assert set(metrics[split]["per_class"]) == {"class_0", "class_1", "class_2"}
+    assert (project / "metrics/eval/misclassified_test.png").stat().st_size > 0
+
+
+def test_same_params_give_byte_identical_metrics(project, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "metrics"))
+    for name in ("train", "evaluate"):
+        stage(name, again)
+    for rel in ("metrics/train.json", "metrics/eval.json", "metrics/eval/predictions_test.csv",
+                "metrics/train/plots/metrics/train/loss.tsv"):
+        assert (again / rel).read_bytes() == (project / rel).read_bytes(), rel
+
+
+def test_export_card_and_onnx_parity(project):
+    card = json.loads((project / "models/model.json").read_text())
+    assert card["classes"] == ["class_0", "class_1", "class_2"]
+    assert card["image_size"] == 16 and card["input"]["dtype"] == "uint8"
+    assert card["export_check"]["labels_equal"] == card["export_check"]["images"] > 0
+    assert card["export_check"]["max_probability_diff"] <= 1e-4
+    graph = onnx.load(str(project / "models/model.onnx")).graph
+    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value  # dynamic batch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(project / "models/model.safetensors"))
+    assert "net.conv1.weight" in weights and "mean" in weights
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(project / "models/model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):  # dynamic batch really works
+        out = session.run(None, {"pixels": np.zeros((batch, 3, 16, 16), np.uint8)})[0]
+        assert out.shape == (batch, 3)
+
+
+def test_export_fails_when_runtimes_disagree(project, tmp_path):
+    from handsigns.errors import UserError
+    from handsigns.export import deployed, save_onnx, verify
+    from handsigns.train import load_model
+
+    model, ckpt = load_model(project / "models/best.pt")
+    module = deployed(model, ckpt["normalisation"])
+    save_onnx(module, 16, tmp_path / "m.onnx")
+    with torch.no_grad():  # the PyTorch side changes after export: the check must catch it
+        module.net.fc2.bias.add_(torch.tensor([5.0, -5.0, 0.0]))
+    pixels = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    with pytest.raises(UserError, match="export check failed"):
+        verify(module, tmp_path / "m.onnx", pixels)
+
+
+def _images(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (33, 17), dtype=np.uint8), "L").save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / "small.bmp")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def test_predict_good_and_bad_files(project, tmp_path):
+    folder = _images(tmp_path / "imgs")
+    cmd = [sys.executable, "-m", "handsigns.cli", "predict", "--model", str(project / "models/model.onnx")]
+    proc = run([*cmd, str(folder), str(tmp_path / "missing.png")], project, check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in lines) == [
+        "grey.png", "rgb.jpg", "rgba.png", "small.bmp"]
+    for line in lines:
+        path, label, prob = line.split("\t")
+        assert label in {"class_0", "class_1", "class_2"} and 0 < float(prob) <= 1
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("error: ") for e in errors)
+    assert any("broken.jpg" in e for e in errors) and any("missing.png" in e for e in errors)
+
+    proc = run([*cmd, "--json", "--top-k", "2", str(folder / "rgb.jpg")], project)
+    record = json.loads(proc.stdout)
+    assert set(record) >= {"path", "label", "probability"} and len(record["top_k"]) == 2
+    assert record["top_k"][0]["label"] == record["label"]
+    assert record["top_k"][0]["probability"] >= record["top_k"][1]["probability"]
+
+
+def test_predict_agrees_with_evaluate_and_never_imports_torch(project):
+    table = pd.read_csv(project / "metrics/eval/predictions_test.csv", dtype=str)
+    paths = [str(project / "data/raw" / p) for p in table["path"]]
+    code = ("import sys; from handsigns.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr); raise\n")
+    proc = run([sys.executable, "-c", code, "predict", "--json", "--model", "models/model.onnx", *paths], project)
+    assert "NO_TORCH" in proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [g["label"] for g in got] == list(table["predicted"])
+    assert np.allclose([g["probability"] for g in got], table["probability"].astype(float), atol=1e-4)
+
+
+def test_predict_without_model_is_one_clear_error(tmp_path):
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "none.onnx"), "x.jpg"],
+               tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
