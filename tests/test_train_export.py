@@ -120,7 +120,7 @@ def test_predict_good_and_bad_files(project, tmp_path):
     assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in lines) == [
         "grey.png", "rgb.jpg", "rgba.png", "small.bmp"]
     for line in lines:
-        path, label, prob = line.split("\t")
+        _path, label, prob = line.split("\t")
         assert label in {"class_0", "class_1", "class_2"} and 0 < float(prob) <= 1
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith("error: ") for e in errors)

@@ -149,8 +149,8 @@ def read_images(raw: Path, items: list[Item], workers: int | None = None) -> Non
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(_read_one, (raw / it.path for it in todo), chunksize=64)
-        for it, (digest, w, h, hsh, err) in zip(
-                todo, tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5, disable=None), strict=True):
+        bar = tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5, disable=None)
+        for it, (digest, w, h, hsh, err) in zip(todo, bar, strict=True):
             it.sha256, it.width, it.height, it.hash = digest, w, h, hsh
             if err:
                 it.reason, it.detail = "unreadable", err
