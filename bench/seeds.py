@@ -1,0 +1,79 @@
+"""Accuracy over seeds: train + evaluate the current params (plus overrides) once per seed, side by side.
+
+    python bench/seeds.py                          # default params, seeds 0 1 2
+    python bench/seeds.py --seeds 0 -S lr=0.001 -S model.batchnorm=false   # any dvc-exp-style override
+
+Needs the data stages' outputs (data/raw, data/index: `dvc repro split`). Each seed runs in its own temporary
+folder (params.yaml + links to data/), so the workspace is left untouched. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    key, _, value = text.partition("=")
+    if not _:
+        raise SystemExit(f"error: override {text!r} is not key=value")
+    return key.split("."), yaml.safe_load(value)
+
+
+def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for text in [*overrides, f"seed={seed}"]:
+        keys, value = parse_override(text)
+        node = params
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    (workdir / "data").mkdir(parents=True)
+    for name in ("raw", "index"):
+        os.symlink(ROOT / "data" / name, workdir / "data" / name)
+    shutil.copytree(ROOT / "stages", workdir / "stages")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    for stage in ("train", "evaluate"):
+        proc = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, capture_output=True,
+                              text=True)
+        if proc.returncode:
+            raise SystemExit(f"seed {seed}: stage {stage} failed:\n{proc.stderr[-2000:]}")
+    train = json.loads((workdir / "metrics/train.json").read_text())
+    ev = json.loads((workdir / "metrics/eval.json").read_text())
+    runtime = json.loads((workdir / "metrics/runtime.json").read_text())
+    return {"seed": seed, **train, "val": ev["val"], "test": ev["test"], "seconds": runtime["train_seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="seeds run in parallel (each on OMP_NUM_THREADS)")
+    args = ap.parse_args()
+    if not (ROOT / "data/index/train.csv").exists():
+        raise SystemExit("error: data/index not found; run `dvc repro split` first")
+    with tempfile.TemporaryDirectory(prefix="handsigns-seeds-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda s: run_seed(s, args.overrides, Path(tmp) / f"seed{s}"), args.seeds))
+    print(f"overrides: {' '.join(args.overrides) or '(none: params.yaml as committed)'}\n")
+    print("| seed | best epoch | epochs run | val accuracy | test accuracy | test errors | test macro-F1 | train s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['seed']} | {r['best_epoch']} | {r['epochs_run']} | {r['val']['accuracy']:.4f} | "
+              f"{r['test']['accuracy']:.4f} | {r['test']['errors']}/{r['test']['images']} | "
+              f"{r['test']['macro_f1']:.4f} | {r['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

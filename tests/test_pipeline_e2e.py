@@ -1,0 +1,66 @@
+"""`dvc repro` of the whole pipeline on the real SIGNS data, then `dvc exp run -S lr=...`.
+
+Skipped when ../shared/datasets/64x64_SIGNS.zip is absent. Uses few epochs: this checks the wiring, not the
+accuracy (the README reports the accuracy of the default params, with the command that measures it).
+"""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline_utils import BIN, SIGNS_ZIP, make_project, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
+              pytest.mark.skipif(not SIGNS_ZIP.exists(), reason=f"real SIGNS data not found at {SIGNS_ZIP}")]
+
+FEW_EPOCHS = {"epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", SIGNS_ZIP, FEW_EPOCHS, git=True)
+    run([str(BIN / "dvc"), "repro"], proj)
+    return proj
+
+
+def test_repro_produces_metrics_plots_and_a_verified_model(repo):
+    eval_metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert eval_metrics["test"]["images"] == 120
+    assert eval_metrics["test"]["accuracy"] > 0.5  # 3 epochs: far above chance (1/6), far from converged
+    for rel in ("models/model.onnx", "models/model.safetensors", "models/model.json", "metrics/train.json",
+                "metrics/runtime.json", "metrics/eval/predictions_test.csv", "metrics/eval/misclassified_test.png"):
+        assert (repo / rel).exists(), rel
+    card = json.loads((repo / "models/model.json").read_text())
+    assert card["export_check"]["images"] == 120 and card["export_check"]["labels_equal"] == 120
+    shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
+    assert "test" in shown and "accuracy" in shown
+    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], repo).stdout
+    assert "Confusion matrix (test)" in plots and "Loss per epoch" in plots
+
+
+def test_second_repro_runs_nothing(repo):
+    out = run([str(BIN / "dvc"), "repro"], repo).stdout
+    assert "Running stage" not in out
+    assert "didn't change" in out or "up to date" in out.lower()
+
+
+def test_predict_labels_the_120_test_jpegs(repo):
+    folder = next((repo / "data/raw").rglob("test_signs"))
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--json", str(folder)], repo)
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 120
+    assert {r["label"] for r in records} <= {"0", "1", "2", "3", "4", "5"}
+    truth = pd.read_csv(repo / "metrics/eval/predictions_test.csv", dtype=str).set_index("path")["predicted"]
+    by_name = {r["path"].split("data/raw/", 1)[1]: r["label"] for r in records}
+    assert by_name == truth.to_dict()  # predict (onnxruntime) == evaluate (torch), image by image
+
+
+def test_exp_run_lr_reruns_only_the_model_stages(repo):
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline run"], repo)
+    proc = run([str(BIN / "dvc"), "exp", "run", "-S", "lr=0.01"], repo)
+    ran = {s for s in ("download", "split", "train", "evaluate", "export") if f"Running stage '{s}'" in proc.stdout}
+    assert ran == {"train", "evaluate", "export"}, proc.stdout
+    assert "lr: 0.01" in (repo / "params.yaml").read_text()
