@@ -83,8 +83,8 @@ def data_root(raw: Path) -> Path:
     """Descend through single wrapping folders (``64x64_SIGNS/``) to where the data set starts."""
     root = raw
     while True:
-        dirs, files = _listdir(root)
-        if len(dirs) == 1 and not files and _split_of(dirs[0].name) is None:
+        dirs, files = _listdir(root)  # a stray README next to the wrapping folder must not stop the descent
+        if len(dirs) == 1 and not any(map(is_image_name, files)) and _split_of(dirs[0].name) is None:
             root = dirs[0]
         else:
             return root
@@ -111,9 +111,10 @@ def discover(raw: Path) -> tuple[list[Item], str]:
         for d, split in split_dirs.items():
             for f in _listdir(d)[1]:
                 m = _FILENAME_LABEL.fullmatch(f.name)
+                bad = m is None and is_image_name(f.name)  # a non-image becomes 'not_an_image' below
                 items.append(Item(rel(f), split, m.group(1) if m else None,
-                                  "" if m else "bad_label",
-                                  "" if m else "file name does not start with '<label>_'"))
+                                  "bad_label" if bad else "",
+                                  "file name does not start with '<label>_'" if bad else ""))
                 claimed.add(f)
             add_class_folders(d, split)
     else:
@@ -139,7 +140,8 @@ def _read_one(path: Path) -> tuple[str, int, int, np.ndarray | None, str]:
     try:
         img = open_image(data)
     except DECODE_ERRORS as exc:
-        return digest, 0, 0, None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        msg = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", f"{type(exc).__name__}: {exc}")  # no addresses
+        return digest, 0, 0, None, msg.splitlines()[0][:200]
     return digest, img.width, img.height, dhash(img), ""
 
 

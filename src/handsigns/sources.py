@@ -264,8 +264,12 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             name = _safe_name(m.name)
             if m.issym():
                 _check_link(name, m.linkname)
-            elif m.islnk():
-                _safe_name(m.linkname)
+            elif m.islnk():  # a hard link's target is relative to the archive's root
+                try:
+                    _safe_name(m.linkname)
+                except UserError:
+                    raise UserError(f"refusing to extract archive member {m.name!r}: hard link to "
+                                    f"{m.linkname!r} leads outside the data folder") from None
             elif not (m.isfile() or m.isdir()):
                 raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
         # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
