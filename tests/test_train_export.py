@@ -151,3 +151,18 @@ def test_predict_without_model_is_one_clear_error(tmp_path):
                tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+
+
+def test_patience_stops_early_and_keeps_the_best_epoch(project, tmp_path):
+    stalled = tmp_path / "stalled"
+    shutil.copytree(project, stalled, ignore=shutil.ignore_patterns("models", "metrics"))
+    params = (stalled / "params.yaml").read_text()
+    params = params.replace("epochs: 2", "epochs: 6").replace("lr: 0.01", "lr: 1.0e-12")
+    params = params.replace("patience: 0", "patience: 2").replace("batchnorm: true", "batchnorm: false")
+    (stalled / "params.yaml").write_text(params)
+    out = stage("train", stalled).stdout
+    quality = json.loads((stalled / "metrics/train.json").read_text())
+    # No batch-norm statistics and a vanishing learning rate: val accuracy cannot improve after epoch 1,
+    # so training stops after 1 + patience epochs.
+    assert quality == {**quality, "best_epoch": 1, "epochs_run": 3}
+    assert "early stop" in out
