@@ -1,0 +1,81 @@
+"""End to end: `dvc repro split` on the real SIGNS zip in a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_project, project_env
+
+pytestmark = pytest.mark.e2e
+
+DVC = Path(sys.executable).parent / "dvc"
+SIGNS_SHA256 = "c632a4c898bf11cc3703e614a87a60a90d65959d6bbcdf3e815129d8885cf170"
+
+
+def sh(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, real_zip):
+    """The project copy after one `dvc repro split`, and that run's output."""
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project",
+                           {"source": str(real_zip), "sha256": SIGNS_SHA256}, with_src=True)
+    sh(["git", "init", "-q"], project)
+    sh([str(DVC), "init", "-q"], project)
+    first = sh([str(DVC), "repro", "split"], project)
+    return project, first
+
+
+def test_first_repro_runs_both_stages(repro):
+    _, first = repro
+    out = first.stdout + first.stderr
+    assert "Running stage 'download'" in out and "Running stage 'split'" in out
+    assert "download: 1200 files" in out
+
+
+def test_index_of_the_real_data(repro):
+    project, _ = repro
+    index = project / "data" / "index"
+    tables = {s: pd.read_csv(index / f"{s}.csv", dtype={"class": str}) for s in ("train", "val", "test")}
+    assert len(tables["test"]) == 120
+    assert (tables["test"]["class"].value_counts() == 20).all()
+    test_shas = set(tables["test"].sha256)
+    assert not test_shas & set(tables["train"].sha256)
+    assert not test_shas & set(tables["val"].sha256)
+    assert not set(tables["val"].sha256) & set(tables["train"].sha256)
+    for split, df in tables.items():
+        assert all(p.startswith(f"64x64_SIGNS/{split}_signs/") for p in df.path)
+    assert tables["train"].sha256.is_unique and tables["val"].sha256.is_unique  # copies collapse to one
+    assert json.loads((index / "classes.json").read_text())["classes"] == list("012345")
+
+    metrics = json.loads((project / "metrics" / "data.json").read_text())
+    assert metrics["layout"] == "filename-labels" and metrics["classes"] == 6
+    assert metrics["files_scanned"] == 1200
+    assert metrics["cross_split_duplicates"]["test"] >= 12
+    assert metrics["cross_split_duplicates"]["test_exact"] == 12  # as measured in shared/datasets/README.md
+    excluded = pd.read_csv(index / "excluded.csv")
+    assert set(excluded.reason) <= {"duplicate"}
+    assert sum(len(t) for t in tables.values()) + len(excluded) == 1200  # every file listed exactly once
+
+    provenance = json.loads((project / "data" / "provenance.json").read_text())
+    assert provenance["sha256"] == SIGNS_SHA256 and provenance["files"] == 1200
+
+
+def test_second_repro_changes_nothing(repro):
+    project, _ = repro
+    before = {p.name: p.read_bytes() for p in (project / "data" / "index").iterdir()}
+    second = sh([str(DVC), "repro", "split"], project)
+    out = second.stdout + second.stderr
+    assert "didn't change" in out or "up to date" in out, out
+    assert "Running stage" not in out, out
+    assert {p.name: p.read_bytes() for p in (project / "data" / "index").iterdir()} == before
