@@ -238,8 +238,9 @@ def test_carving_keeps_copies_together(tmp_path):
         pairs = [(f"a/a_{k:03d}.png", f"a/copy_{k}.png") for k in range(0, 30, 3)] + [
             (f"b/b_{k:03d}.png", f"b/near_{k}.png") for k in range(0, 30, 3)]
         assert all(split_of[a] == split_of[b] for a, b in pairs)
-        # the first path of a group is kept; copies inside the test split are kept (test is never changed)
-        assert set(excluded(res, "duplicate")) == {b for a, b in pairs if split_of[a] != "test"}
+        # the first path of a group is kept; a carved test split collapses its copies like train and val
+        # (only a test split the data set came with is never changed)
+        assert set(excluded(res, "duplicate")) == {b for _, b in pairs}
         assert res.metrics["within_split_duplicates"]["test"] == sum(split_of[a] == "test" for a, _ in pairs)
         dup = res.duplicates
         assert not dup.cross_split.any() and dup.same_class.all()
@@ -288,8 +289,8 @@ def test_train_copy_of_a_test_image_is_dropped_and_test_keeps_all(tmp_path):
     test_rel = test_img.relative_to(raw).as_posix()
     dropped = excluded(res, "duplicate")
     assert dropped == {
-        # the train copy names the first later split holding a copy (val), though that copy is dropped too
-        "64x64_SIGNS/train_signs/1_IMG_8000.jpg": "copy of 64x64_SIGNS/val_signs/1_IMG_8001.jpg in val",
+        # the train copy names the copy that survives (test), not the val copy that is dropped too
+        "64x64_SIGNS/train_signs/1_IMG_8000.jpg": f"copy of {test_rel} in test",
         "64x64_SIGNS/val_signs/1_IMG_8001.jpg": f"copy of {test_rel} in test",
         "64x64_SIGNS/train_signs/2_IMG_8002.jpg": f"copy of {val_img.relative_to(raw).as_posix()} in val",
     }
@@ -490,3 +491,26 @@ def test_split_stage_bad_image_exits_2_with_one_error_line(stage_project):
     put(raw, "a/corrupt.jpg", b"\xff\xd8\xff garbage")
     assert_user_error_exit(run_stage(project, "split"), "data/raw/a/corrupt.jpg", "not a readable image")
     assert not (project / "data" / "index").exists()
+
+
+def test_system_files_are_listed_not_silently_skipped(tmp_path):
+    raw = imagefolder(tmp_path / "raw", ["a", "b"], 6)
+    put(raw, ".DS_Store", b"\0\0\0\1Bud1")
+    put(raw, "a/Thumbs.db", b"junk")
+    put(raw, "__MACOSX/a/._a_000.png", b"resource fork")
+    res = build_index(raw, P())
+    check(raw, res)  # every file, junk included, is listed exactly once
+    assert set(excluded(res, "system_file")) == {".DS_Store", "a/Thumbs.db", "__MACOSX/a/._a_000.png"}
+    assert res.metrics["excluded"]["system_file"] == 3
+
+
+@pytest.mark.parametrize(("n", "fraction", "split"), [(5, 0.1, "test"), (2, 0.2, "val"), (3, 0.5, "val")])
+def test_small_classes_still_get_a_carved_image(tmp_path, n, fraction, split):
+    raw = imagefolder(tmp_path / "raw", ["a", "b"], n, "train")
+    if split == "val":
+        imagefolder(raw, ["a", "b"], 2, "test")
+    res = build_index(raw, P(test_fraction=fraction, val_fraction=fraction))
+    check(raw, res)
+    for cls in ("a", "b"):
+        assert (res.tables[split]["class"] == cls).sum() >= 1  # half rounds up; never an empty side
+        assert (res.tables["train"]["class"] == cls).sum() >= 1

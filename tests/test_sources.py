@@ -217,7 +217,7 @@ def test_damaged_tar_xz(tmp_path):
     data[len(data) // 2:len(data) // 2 + 10] = bytes(10)
     archive = tmp_path / "data.tar.xz"
     archive.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="damaged tar archive"):
+    with pytest.raises(UserError, match="damaged xz stream"):
         run(archive, tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
@@ -226,7 +226,17 @@ def test_truncated_tar_gz(tmp_path, payload):
     data = tar_bytes(payload)
     archive = tmp_path / "data.tar.gz"
     archive.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="damaged tar archive"):
+    with pytest.raises(UserError, match="damaged gzip stream"):
+        run(archive, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_tar_gz_with_a_bad_checksum_trailer_is_refused(tmp_path, payload):
+    data = bytearray(tar_bytes(payload))
+    data[-8] ^= 0xFF  # gzip's CRC32 of the whole stream: tarfile alone stops before reading it
+    archive = tmp_path / "data.tar.gz"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged gzip stream"):
         run(archive, tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
@@ -543,6 +553,17 @@ def test_http_checksum_mismatch_discards_the_download(tmp_path, server, payload)
     assert not list(dl.glob("*.done"))  # a bad download is not reused by the next run
     run(server.url, tmp_path / "raw", hashlib.sha256(server.body).hexdigest(), dl=dl)
     assert len(server.seen) == 2 and server.seen[1].range is None
+
+
+def test_http_archive_refused_at_extraction_is_not_reused(tmp_path, server, payload):
+    server.body = zip_bytes({**payload, "../evil.txt": b"x"})
+    dl = tmp_path / "dl"
+    with pytest.raises(UserError, match=r"evil\.txt"):
+        run(server.url, tmp_path / "raw", None, dl=dl)
+    assert not list(dl.glob("*.done"))  # once upstream is fixed, the next run fetches it anew
+    server.body = zip_bytes(payload)
+    run(server.url, tmp_path / "raw", None, dl=dl)
+    assert tree(tmp_path / "raw") == payload and len(server.seen) == 2
 
 
 # ------------------------------------------------------------------------------ the download stage

@@ -10,11 +10,12 @@ Layouts understood (found below any single wrapping folder, e.g. ``64x64_SIGNS/`
   character (followed by ``_``).
 - torchvision ImageFolder: ``[train|val|test/]class_name/**/*.{jpg,jpeg,png,bmp,webp}``.
 
-Cost: reading and hashing is O(N) (one decode per file, on all cores). Exact duplicates are grouped by
-sha256 in O(N). Near duplicates use multi-index hashing on 256-bit difference hashes: a pair within
-distance d agrees exactly on at least one of d+1 bit chunks (pigeonhole), so only images sharing a chunk
-are compared: O(N * (d+1) * bucket size), linear for photos in practice (quadratic only when thousands of
-images share whole chunks, e.g. blank frames). ``bench/split_scaling.py`` measures it up to 20,000 images.
+Cost: reading and hashing is O(N) (one decode per file, on all cores) and dominates. Exact duplicates are
+grouped by sha256 in O(N). Near duplicates use multi-index hashing on 256-bit difference hashes: a pair
+within distance d agrees exactly on at least one of d+1 interleaved bit chunks (pigeonhole), so only images
+sharing a chunk value are compared: O((d+1) N log N) sorting plus about (d+1) N^2 / 2^(256/(d+1)) candidate
+pairs for unrelated images, which stays small next to decoding up to ~10^5 images (d = 17: 0.28 M candidates
+at N = 20,000). ``bench/split_scaling.py`` measures it up to 20,000 images (``make bench``).
 """
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ def _listdir(path: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in entries if p.is_dir()], [p for p in entries if not p.is_dir()]
 
 
-def _walk_files(root: Path) -> list[Path]:
+def _walk_files(root: Path, skip_junk: bool = True) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _JUNK)
-        out.extend(Path(dirpath) / f for f in sorted(filenames))
+        dirnames[:] = sorted(d for d in dirnames if not (skip_junk and d in _JUNK))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not (skip_junk and f in _JUNK))
     return out
+
+
+def _is_junk(rel_path: str) -> bool:
+    return any(part in _JUNK for part in rel_path.split("/"))
 
 
 def data_root(raw: Path) -> Path:
@@ -120,10 +125,13 @@ def discover(raw: Path) -> tuple[list[Item], str]:
     else:
         layout = "imagefolder"
         add_class_folders(root, None)
-    for f in _walk_files(raw):
+    for f in _walk_files(raw, skip_junk=False):
         if f not in claimed:
-            items.append(Item(rel(f), None, None, "outside_layout",
-                              "not inside a split or class folder"))
+            r = rel(f)
+            if _is_junk(r):
+                items.append(Item(r, None, None, "system_file", "operating-system metadata (e.g. .DS_Store)"))
+            else:
+                items.append(Item(r, None, None, "outside_layout", "not inside a split or class folder"))
     for it in items:
         if not it.reason and not is_image_name(it.path):
             it.reason, it.detail = "not_an_image", "extension is not one of .jpg .jpeg .png .bmp .webp"
@@ -158,13 +166,13 @@ def read_images(raw: Path, items: list[Item], workers: int | None = None) -> Non
                 it.reason, it.detail = "unreadable", err
 
 
-def enforce_bad_file_policy(items: list[Item], on_bad_file: str) -> None:
+def enforce_bad_file_policy(raw: Path, items: list[Item], on_bad_file: str) -> None:
     bad = [it for it in items if it.reason in ("bad_label", "unreadable")]
     if bad and on_bad_file == "error":
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         what = "has no valid label" if first.reason == "bad_label" else "is not a readable image"
-        raise UserError(f"data/raw/{first.path} {what}: {first.detail}{more}; fix or remove it, or set "
+        raise UserError(f"{(raw / first.path).as_posix()} {what}: {first.detail}{more}; fix or remove it, or set "
                         "data.on_bad_file: skip to list such files in data/index/excluded.csv")
 
 
@@ -191,29 +199,57 @@ def max_distance(similarity: float) -> int:
     return int(np.floor((1.0 - similarity) * HASH_BITS + 1e-9))
 
 
-def near_pairs(hashes: np.ndarray, max_dist: int) -> list[tuple[int, int, int]]:
-    """Pairs ``(i, j, distance)`` with ``i < j`` and Hamming distance <= ``max_dist`` (multi-index hashing)."""
-    n = len(hashes)
-    if n < 2:
-        return []
-    bits = np.unpackbits(hashes, axis=1)
-    chunks = np.array_split(np.arange(bits.shape[1]), min(max_dist + 1, bits.shape[1]))
-    candidates: set[tuple[int, int]] = set()
-    for cols in chunks:
+def hash_chunks(nbits: int, max_dist: int) -> list[np.ndarray]:
+    """The ``max_dist + 1`` bit positions groups of multi-index hashing, each spread over the whole hash.
+
+    Interleaved (bit k goes to chunk k mod m) rather than contiguous: neighbouring bits of a difference hash
+    come from neighbouring pixels and agree more often than chance, which would fill the buckets.
+    """
+    m = min(max_dist + 1, nbits)
+    return [np.arange(k, nbits, m) for k in range(m)]
+
+
+def candidate_pairs(bits: np.ndarray, max_dist: int) -> np.ndarray:
+    """Distinct pairs ``(i, j)``, ``i < j``, that agree exactly on at least one chunk (all within max_dist do)."""
+    n = len(bits)
+    found = []
+    for cols in hash_chunks(bits.shape[1], max_dist):
         keys = np.packbits(bits[:, cols], axis=1)
-        buckets: dict[bytes, list[int]] = defaultdict(list)
-        for i, key in enumerate(keys):
-            buckets[key.tobytes()].append(i)
-        for members in buckets.values():
-            for a in range(len(members)):
-                for b in range(a + 1, len(members)):
-                    candidates.add((members[a], members[b]))
-    if not candidates:
+        keys = np.pad(keys, ((0, 0), (0, 8 - keys.shape[1] % 8 if keys.shape[1] % 8 else 0)))
+        keys = np.ascontiguousarray(keys).view(np.uint64)  # one row of uint64 words per image
+        order = np.lexsort(keys.T[::-1])
+        sk = keys[order]
+        new_run = np.ones(n, dtype=bool)
+        new_run[1:] = np.any(sk[1:] != sk[:-1], axis=1)
+        starts = np.flatnonzero(new_run)
+        sizes = np.diff(np.append(starts, n))
+        for size in np.unique(sizes[sizes > 1]):  # all runs of one size at once
+            runs = order[starts[sizes == size][:, None] + np.arange(size)]  # runs x size
+            a, b = np.triu_indices(size, 1)
+            found.append(np.stack([runs[:, a].ravel(), runs[:, b].ravel()], 1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.sort(np.concatenate(found), axis=1).astype(np.int64)
+    return np.unique(pairs, axis=0)
+
+
+def near_pairs(hashes: np.ndarray, max_dist: int) -> list[tuple[int, int, int]]:
+    """Pairs ``(i, j, distance)``, ``i < j``, with Hamming distance <= ``max_dist``, by multi-index hashing.
+
+    A pair within distance d agrees exactly on at least one of d + 1 disjoint bit chunks (pigeonhole), so only
+    images that share a chunk value are compared. Work: N log N sorting per chunk plus the candidate pairs,
+    about (d + 1) * N^2 / 2^(256 / (d + 1)) for unrelated photos (~0.2 M at N = 20,000 with d = 17).
+    """
+    if len(hashes) < 2:
         return []
-    pairs = np.array(sorted(candidates))
-    dist = hamming(hashes[pairs[:, 0]], hashes[pairs[:, 1]])
-    keep = dist <= max_dist
-    return [(int(i), int(j), int(d)) for (i, j), d in zip(pairs[keep], dist[keep], strict=True)]
+    pairs = candidate_pairs(np.unpackbits(hashes, axis=1), max_dist)
+    out = []
+    for block in range(0, len(pairs), 1 << 20):  # bounded memory for the distance computation
+        p = pairs[block:block + (1 << 20)]
+        dist = hamming(hashes[p[:, 0]], hashes[p[:, 1]])
+        keep = dist <= max_dist
+        out.extend((int(i), int(j), int(d)) for (i, j), d in zip(p[keep], dist[keep], strict=True))
+    return out
 
 
 def find_duplicates(items: list[Item], kept: list[int], similarity: float) -> tuple[list[dict], _UnionFind]:
@@ -250,7 +286,11 @@ def carve(items: list[Item], pool: list[int], into: str, fraction: float, seed: 
         by_root = groups[cls]
         roots = sorted(by_root)
         rng.shuffle(roots)
-        target = round(fraction * sum(len(m) for m in by_root.values()))
+        n = sum(len(m) for m in by_root.values())
+        # Half up (not Python's half-to-even); a class of 2 or more keeps at least one image on each side.
+        target = int(fraction * n + 0.5)
+        if n >= 2:
+            target = min(max(target, 1), n - 1)
         taken = 0
         for root in roots:
             if taken >= target:
@@ -260,9 +300,10 @@ def carve(items: list[Item], pool: list[int], into: str, fraction: float, seed: 
             taken += len(by_root[root])
 
 
-def apply_dedupe(items: list[Item], kept: list[int], uf: _UnionFind, drop: bool) -> dict:
-    """Leak and duplicate counts; with ``drop``, train/val copies of a later split's image are excluded,
-    and copies inside train or inside val collapse to one. The test split is never changed."""
+def apply_dedupe(items: list[Item], kept: list[int], uf: _UnionFind, drop: bool, keep_test: bool) -> dict:
+    """Leak and duplicate counts. With ``drop``: train loses copies of val/test images, val loses copies of
+    test images, and copies inside one split collapse to one (the first by path). With ``keep_test`` (the
+    data set came with a test split) the test split is never changed: its inner copies are only counted."""
     rank = {s: k for k, s in enumerate(SPLITS)}
     members: dict[int, list[int]] = defaultdict(list)
     for i in kept:
@@ -291,9 +332,9 @@ def apply_dedupe(items: list[Item], kept: list[int], uf: _UnionFind, drop: bool)
                     cross[f"{it.split}_exact"] += 1
             if first_in[it.split] != i:  # type: ignore[index]
                 within[it.split] += 1  # type: ignore[index]
-            if not drop or it.split == "test":
+            if not drop or (it.split == "test" and keep_test):
                 continue
-            copy_in = next((s for s in later if s in first_in), None)
+            copy_in = next((s for s in reversed(later) if s in first_in), None)  # the copy that survives
             if copy_in is not None:
                 it.reason = "duplicate"
                 it.detail = f"copy of {items[first_in[copy_in]].path} in {copy_in}"
@@ -321,7 +362,7 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
         raise UserError(f"{raw} does not exist; run the download stage first (dvc repro download)")
     items, layout = discover(raw)
     read_images(raw, items, workers)
-    enforce_bad_file_policy(items, params.on_bad_file)
+    enforce_bad_file_policy(raw, items, params.on_bad_file)
     kept = [i for i, it in enumerate(items) if not it.reason]
     if not kept:
         raise UserError(f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
@@ -338,7 +379,7 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     for i in kept:
         if items[i].split is None:
             items[i].split = "train"
-    dup_metrics = apply_dedupe(items, kept, uf, drop=params.dedupe == "drop")
+    dup_metrics = apply_dedupe(items, kept, uf, drop=params.dedupe == "drop", keep_test="test" in given)
 
     tables = {}
     for split in SPLITS:
@@ -367,7 +408,7 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     excluded = pd.DataFrame([{"path": it.path, "split": it.split or "", "reason": it.reason,
                               "detail": it.detail} for it in items if it.reason],
                             columns=["path", "split", "reason", "detail"])
-    reasons = ("duplicate", "not_an_image", "outside_layout", "bad_label", "unreadable")
+    reasons = ("duplicate", "not_an_image", "outside_layout", "system_file", "bad_label", "unreadable")
     metrics = {
         "layout": layout,
         "classes": len(classes),

@@ -15,9 +15,12 @@ extension).
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import posixpath
 import re
@@ -29,6 +32,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
@@ -38,11 +42,6 @@ from tqdm import tqdm
 from handsigns import __version__
 from handsigns.atomic import atomic_dir
 from handsigns.errors import UserError
-
-try:
-    from lzma import LZMAError
-except ImportError:  # a Python built without lzma cannot open .tar.xz anyway
-    LZMAError = OSError
 
 DOWNLOAD_DIR = Path("data/.downloads")
 CHUNK = 1 << 20
@@ -287,14 +286,38 @@ def _copy_dir(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
 
 
+_COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"BZh": ("bzip2", bz2.open), b"\xfd7zXZ\x00": ("xz", lzma.open)}
+
+
+def _compression(path: Path) -> tuple[str, Any] | None:
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return next((v for magic, v in _COMPRESSED.items() if head.startswith(magic)), None)
+
+
+def _check_stream(path: Path, name: str, opener: Any) -> None:
+    """Decompress to the end once: the trailer's checksum is what tells a damaged stream, and tarfile stops
+    reading at the end-of-archive marker, before the trailer."""
+    try:
+        with opener(path, "rb") as fh:
+            while fh.read(CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise UserError(f"{path} is a damaged {name} stream ({exc}); fetch it again") from None
+
+
 def archive_format(path: Path) -> str:
     if path.is_dir():
         return "directory"
     if zipfile.is_zipfile(path):
         return "zip"
+    compression = _compression(path)
+    if compression is not None:
+        _check_stream(path, *compression)
     if tarfile.is_tarfile(path):
         return "tar"
-    raise UserError(f"{path} is neither a zip nor a tar archive (checked by content); "
+    what = f"a {compression[0]} file but not a tar inside" if compression else "neither a zip nor a tar archive"
+    raise UserError(f"{path} is {what} (checked by content); "
                     "data.source must name a zip, a tar(.gz/.bz2/.xz) or a folder")
 
 
@@ -303,7 +326,7 @@ def extract(path: Path, dest: Path) -> str:
     fmt = archive_format(path)
     try:
         {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, LZMAError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, tarfile.FilterError):
             raise UserError(f"refusing to extract {path}: {exc}") from None
         raise UserError(f"{path} is a damaged {fmt} archive ({exc}); fetch it again") from None
@@ -320,13 +343,15 @@ def materialise(source: str, expected_sha256: str | None, raw_dir: Path, *, retr
     """Fetch, verify and extract ``source`` into ``raw_dir`` atomically; return the provenance record."""
     fetched = fetch(source, retries=retries, timeout_s=timeout_s, download_dir=download_dir)
     observed = verify(fetched, expected_sha256, source)
-    with atomic_dir(raw_dir) as tmp:
-        fmt = extract(fetched.path, tmp)
-        files, nbytes = tree_stats(tmp)
-        if files == 0:
-            raise UserError(f"{source} holds no files; point data.source at the data set")
-    if fetched.kind == "http":  # the verified archive is no longer needed once extracted
-        fetched.path.unlink(missing_ok=True)
+    try:
+        with atomic_dir(raw_dir) as tmp:
+            fmt = extract(fetched.path, tmp)
+            files, nbytes = tree_stats(tmp)
+            if files == 0:
+                raise UserError(f"{source} holds no files; point data.source at the data set")
+    finally:  # extracted or refused, a downloaded archive is not kept: a fixed upstream is fetched anew
+        if fetched.kind == "http":
+            fetched.path.unlink(missing_ok=True)
     return {
         "source": source,
         "source_kind": fetched.kind,
