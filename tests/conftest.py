@@ -21,6 +21,12 @@ REAL_ZIP_REL = "../shared/datasets/64x64_SIGNS.zip"
 REAL_ZIP = (REPO / REAL_ZIP_REL).resolve()
 VENV_BIN = Path(sys.executable).parent
 
+TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
+    "seed": 0, "lr": 0.01, "epochs": 2, "batch_size": 16,
+    "model": {"image_size": 16, "num_channels": 4},
+    "train": {"eval_batch_size": 64},
+}
+
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
 
 
@@ -81,19 +87,31 @@ def real_zip() -> Path:
     return REAL_ZIP
 
 
-def make_project(dest: Path, data: dict[str, Any] | None = None, *, with_src: bool = False) -> Path:
-    """A throw-away copy of the project in ``dest``: stages/, dvc.yaml, .dvcignore and params.yaml
-    (the repository's, with the ``data`` section updated from ``data``)."""
+def make_project(dest: Path, data: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None,
+                 git: bool = False) -> Path:
+    """A throw-away copy of the project in ``dest``: stages/, src/ (dvc.yaml names its files as stage
+    dependencies), dvc.yaml, .dvcignore, .gitignore and params.yaml (the repository's, with the ``data``
+    section updated from ``data`` and other keys from ``overrides``; nested dicts are merged). ``git``: also
+    `git init` + `dvc init` and commit, as a clone would be."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, dest / name)
-    if with_src:  # dvc.yaml names the library's files as stage dependencies
-        shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("stages", "src"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(REPO / name, dest / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
     params.setdefault("data", {}).update(data or {})
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            params.setdefault(key, {}).update(value)
+        else:
+            params[key] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if git:
+        for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.invalid"],
+                    ["git", "config", "user.name", "test"], [str(VENV_BIN / "dvc"), "init", "-q"],
+                    [str(VENV_BIN / "dvc"), "config", "core.analytics", "false"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "project"]):
+            run(cmd, dest)
     return dest
 
 
@@ -108,6 +126,20 @@ def run_stage(project: Path, stage: str, *, timeout: float = 120, **env: str) ->
     """Run ``stages/<stage>.py`` with this interpreter in ``project``; never raises on a non-zero exit."""
     return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=project, env=project_env(**env),
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with the venv first on PATH; with ``check``, fail the test with its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(PYTHONUNBUFFERED="1"), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``stages/<name>.py`` in ``cwd``; with ``check``, fail the test unless it succeeds."""
+    return run([sys.executable, f"stages/{name}.py"], cwd, check=check)
 
 
 def assert_user_error_exit(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -126,3 +158,18 @@ def stage_project(tmp_path: Path) -> Callable[..., Path]:
     def make(data: dict[str, Any] | None = None, name: str = "project", **kw: Any) -> Path:
         return make_project(tmp_path / name, data, **kw)
     return make
+
+
+def colour_dataset(root: Path, classes: int = 3, per_class: int = 30, size: int = 20, seed: int = 0) -> Path:
+    """An ImageFolder data set a tiny CNN can learn: class k is a bright blob of hue k on noise."""
+    rng = np.random.default_rng(seed)
+    palette = [(230, 40, 40), (40, 200, 60), (50, 70, 230), (220, 220, 40), (200, 60, 200), (40, 210, 210)]
+    for k in range(classes):
+        d = root / f"class_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
+            y, x = rng.integers(0, size // 2, 2)
+            img[y:y + size // 2, x:x + size // 2] = palette[k % len(palette)]
+            Image.fromarray(img).save(d / f"{k}_{i:03d}.png")
+    return root

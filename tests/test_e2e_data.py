@@ -29,7 +29,7 @@ def sh(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedP
 def repro(tmp_path_factory, real_zip):
     """The project copy after one `dvc repro split`, and that run's output."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "project",
-                           {"source": str(real_zip), "sha256": SIGNS_SHA256}, with_src=True)
+                           {"source": str(real_zip), "sha256": SIGNS_SHA256})
     sh(["git", "init", "-q"], project)
     sh([str(DVC), "init", "-q"], project)
     first = sh([str(DVC), "repro", "split"], project)

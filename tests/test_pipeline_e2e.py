@@ -10,18 +10,19 @@ import sys
 import pandas as pd
 import pytest
 
-from pipeline_utils import BIN, SIGNS_ZIP, make_project, run
+from conftest import REAL_ZIP, VENV_BIN, make_project, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(not SIGNS_ZIP.exists(), reason=f"real SIGNS data not found at {SIGNS_ZIP}")]
+              pytest.mark.skipif(not REAL_ZIP.exists(), reason=f"real SIGNS data not found at {REAL_ZIP}")]
 
 FEW_EPOCHS = {"epochs": 3}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", SIGNS_ZIP, FEW_EPOCHS, git=True)
-    run([str(BIN / "dvc"), "repro"], proj)
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", {"source": str(REAL_ZIP)}, overrides=FEW_EPOCHS,
+                        git=True)
+    run([str(VENV_BIN / "dvc"), "repro"], proj)
     return proj
 
 
@@ -34,14 +35,14 @@ def test_repro_produces_metrics_plots_and_a_verified_model(repo):
         assert (repo / rel).exists(), rel
     card = json.loads((repo / "models/model.json").read_text())
     assert card["export_check"]["images"] == 120 and card["export_check"]["labels_equal"] == 120
-    shown = run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
+    shown = run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
     assert "test" in shown and "accuracy" in shown
-    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], repo).stdout
+    plots = run([str(VENV_BIN / "dvc"), "plots", "show", "--json"], repo).stdout
     assert "Confusion matrix (test)" in plots and "Loss per epoch" in plots
 
 
 def test_second_repro_runs_nothing(repo):
-    out = run([str(BIN / "dvc"), "repro"], repo).stdout
+    out = run([str(VENV_BIN / "dvc"), "repro"], repo).stdout
     assert "Running stage" not in out
     assert "didn't change" in out or "up to date" in out.lower()
 
@@ -60,7 +61,7 @@ def test_predict_labels_the_120_test_jpegs(repo):
 def test_exp_run_lr_reruns_only_the_model_stages(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
-    proc = run([str(BIN / "dvc"), "exp", "run", "-S", "lr=0.01"], repo)
+    proc = run([str(VENV_BIN / "dvc"), "exp", "run", "-S", "lr=0.01"], repo)
     ran = {s for s in ("download", "split", "train", "evaluate", "export") if f"Running stage '{s}'" in proc.stdout}
     assert ran == {"train", "evaluate", "export"}, proc.stdout
     assert "lr: 0.01" in (repo / "params.yaml").read_text()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline_utils import TINY, colour_dataset, make_project, run, stage
+from conftest import TINY, colour_dataset, make_project, run, stage
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def project(tmp_path_factory):
     """Data (3 classes of 20x20 PNGs, no splits given) through all five stages once."""
     base = tmp_path_factory.mktemp("tiny")
     source = colour_dataset(base / "source")
-    proj = make_project(base / "proj", source, TINY)
+    proj = make_project(base / "proj", {"source": str(source)}, overrides=TINY)
     for name in ("download", "split", "train", "evaluate", "export"):
         stage(name, proj)
     return proj
