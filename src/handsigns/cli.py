@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from handsigns import __version__
@@ -13,6 +14,15 @@ def _predict(args: argparse.Namespace) -> int:
     from handsigns.predict import run
 
     return run(args.paths, Path(args.model), args.top_k, args.json)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from handsigns.compare import report
+
+    text = report(args.base, Path(args.out), plots=not args.no_plots)
+    print(text, end="")
+    print(f"(written to {args.out})", file=sys.stderr)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,6 +39,14 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most likely labels")
     pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probability")
     pr.set_defaults(func=_predict)
+    cp = sub.add_parser("compare", help="markdown report: params, metrics and plots of a base rev vs the workspace",
+                        description="Write one markdown report comparing a base git revision with the workspace: "
+                                    "params diff, quality and runtime metrics diff, and the plots diff (HTML "
+                                    "beside the report). Usable as a pull-request comment.")
+    cp.add_argument("--base", default="main", help="git revision to compare against (default: %(default)s)")
+    cp.add_argument("--out", default="reports/compare.md", help="markdown file to write (default: %(default)s)")
+    cp.add_argument("--no-plots", action="store_true", help="skip `dvc plots diff`")
+    cp.set_defaults(func=_compare)
     return p
 
 

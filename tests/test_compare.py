@@ -1,0 +1,44 @@
+"""`handsigns compare` on two revisions of a temporary DVC repository."""
+
+import json
+import sys
+
+from conftest import make_project, run
+
+
+def _write_metrics(repo, test_acc: float, seconds: float) -> None:
+    (repo / "metrics/train/plots/metrics/val").mkdir(parents=True, exist_ok=True)
+    (repo / "metrics/train/plots/metrics/val/accuracy.tsv").write_text(f"step\taccuracy\n1\t0.5\n2\t{test_acc}\n")
+    (repo / "metrics/eval.json").write_text(json.dumps({"test": {"accuracy": test_acc}, "val": {"accuracy": 0.9}}))
+    (repo / "metrics/runtime.json").write_text(json.dumps({"train_seconds": seconds, "device_name": "cpu"}))
+
+
+def test_compare_reports_params_metrics_and_plots(tmp_path):
+    repo = make_project(tmp_path / "repo", {"source": "unused.zip"}, git=True)
+    _write_metrics(repo, 0.95, 100.0)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "base run"], repo)
+    _write_metrics(repo, 0.97, 80.0)
+    params = (repo / "params.yaml").read_text().replace("lr: 0.003", "lr: 0.01")
+    (repo / "params.yaml").write_text(params)
+
+    proc = run([sys.executable, "-m", "handsigns.cli", "compare", "--base", "HEAD", "--out", "out/report.md"], repo)
+    text = (repo / "out/report.md").read_text()
+    assert text == proc.stdout
+    params_part = text.split("## Params")[1].split("##")[0]
+    assert "lr" in params_part and "0.003" in params_part and "0.01" in params_part
+    quality = text.split("## Quality metrics")[1].split("##")[0]
+    assert "test.accuracy" in quality and "0.95" in quality and "0.97" in quality and "0.02" in quality
+    assert "val.accuracy" not in quality  # unchanged metrics are left out
+    runtime = text.split("## Runtime")[1].split("##")[0]
+    assert "train_seconds" in runtime and "-20" in runtime
+    assert (repo / "out/report_plots/index.html").exists()
+    assert "report_plots/index.html" in text
+
+
+def test_compare_with_an_unknown_base_is_one_clear_error(tmp_path):
+    repo = make_project(tmp_path / "repo", {"source": "unused.zip"}, git=True)
+    proc = run([sys.executable, "-m", "handsigns.cli", "compare", "--base", "no-such-branch"], repo, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: git revision 'no-such-branch' not found; pass --base with a branch, "
+                                   "tag or commit")
