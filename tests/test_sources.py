@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import socket
 import tarfile
@@ -349,6 +350,46 @@ def test_zip_symlink_leading_outside_is_refused(tmp_path, payload, target):
         run(archive, tmp_path / "raw")
     assert "'pics/link.png'" in str(info.value) and repr(target) in str(info.value)
     assert not (tmp_path / "raw").exists()
+
+
+def test_zip_chain_of_harmless_looking_links_cannot_escape(tmp_path, payload):
+    # Each target normalises to '.', yet p -> . , q -> p/.. , r -> q/.. climb out of the data folder.
+    archive = tmp_path / "chain.zip"
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    # files are written before links, so a file under a link-to-be is refused as a clash ...
+    archive.write_bytes(zip_bytes({**payload, "r/ESCAPED.txt": b"x"}, links={"p": ".", "q": "p/..", "r": "q/.."}))
+    with pytest.raises(UserError, match="'r' appears twice or clashes with a link"):
+        run(archive, proj / "data" / "raw")
+    assert not list(tmp_path.rglob("ESCAPED.txt"))
+    # ... and links alone are resolved on disk, all in place, before anything is accepted
+    archive.write_bytes(zip_bytes(payload, links={"p": ".", "q": "p/..", "r": "q/.."}))
+    with pytest.raises(UserError, match="'q': link to 'p/..' leads outside"):
+        run(archive, proj / "data" / "raw")
+    assert not (proj / "data" / "raw").exists()
+
+
+def test_folder_source_with_chained_links_is_refused(tmp_path, payload):
+    src = tmp_path / "src"
+    for name, data in payload.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    os.symlink(".", src / "p")
+    os.symlink("p/..", src / "q")
+    with pytest.raises(UserError, match="leads outside"):
+        run(src, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_zip_with_a_member_twice_is_refused(tmp_path, payload):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("a/x.jpg", b"one")
+        zf.writestr("a/x.jpg", b"two")
+    archive = tmp_path / "twice.zip"
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(UserError, match=r"'a/x\.jpg' appears twice"):
+        run(archive, tmp_path / "raw")
 
 
 def test_zip_symlink_inside_the_tree_is_kept(tmp_path, payload):

@@ -243,6 +243,8 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 plan.append((info, name, target))
             else:
                 plan.append((info, name, None))
+        # Files and folders first, links last: nothing is ever written through a link of the archive's own.
+        plan.sort(key=lambda entry: entry[2] is not None)
         for info, name, link in tqdm(plan, desc="extract", unit="file", mininterval=0.5, disable=None):
             out = dest / name
             if info.is_dir():
@@ -252,7 +254,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             if link is not None:
                 os.symlink(link, out)
                 continue
-            with zf.open(info) as src, open(out, "wb") as dst:
+            with zf.open(info) as src, open(out, "xb") as dst:
                 shutil.copyfileobj(src, dst, CHUNK)
 
 
@@ -284,6 +286,24 @@ def _copy_dir(src: Path, dest: Path) -> None:
             if p.is_symlink():
                 _check_link((rel / name).as_posix(), os.readlink(p))
     shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def check_links_inside(dest: Path) -> None:
+    """Refuse the extraction if any link, resolved on disk with every other link in place, leads outside.
+
+    Checking each link's text alone is not enough: ``p -> .``, ``q -> p/..`` each look harmless, together
+    they climb out. Links are created last, so nothing was written through them before this check.
+    """
+    root = os.path.realpath(dest)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                real = os.path.realpath(path)
+                if real != root and not real.startswith(root + os.sep):
+                    member = os.path.relpath(path, dest)
+                    raise UserError(f"refusing to extract archive member {member!r}: link to "
+                                    f"{os.readlink(path)!r} leads outside the data folder")
 
 
 _COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"BZh": ("bzip2", bz2.open), b"\xfd7zXZ\x00": ("xz", lzma.open)}
@@ -326,6 +346,12 @@ def extract(path: Path, dest: Path) -> str:
     fmt = archive_format(path)
     try:
         {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest)
+        check_links_inside(dest)
+    except FileExistsError as exc:
+        clash = exc.filename2 or exc.filename  # os.symlink(target, path) names the path second
+        member = os.path.relpath(clash, dest) if clash else "?"
+        raise UserError(f"refusing to extract {path}: member {member!r} appears twice or clashes with a "
+                        "link") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, tarfile.FilterError):
             raise UserError(f"refusing to extract {path}: {exc}") from None
