@@ -23,17 +23,19 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError("data/index/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results = {}
-    for name in ("val", "test"):
+    results, tables = {}, {}
+    for name in ("val", "test"):  # everything computed before anything is written
         split = load_split(name, ckpt["model"]["image_size"], classes)
-        results[name], table = evaluate_split(model, split, classes, ckpt["normalisation"],
-                                              hyper.train.eval_batch_size)
+        if len(split) == 0:
+            raise UserError(f"the {name} split is empty; check data/index/{name}.csv (dvc repro split)")
+        results[name], tables[name] = evaluate_split(model, split, classes, ckpt["normalisation"],
+                                                     hyper.evaluate.batch_size)
+    for name, table in tables.items():
         with atomic_path(OUT_DIR / f"predictions_{name}.csv") as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")
-        if name == "test":
-            gallery(RAW_DIR, table, OUT_DIR / "misclassified_test.png")
         print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({results[name]['errors']} errors "
               f"of {results[name]['images']}), macro-F1 {results[name]['macro_f1']:.4f}")
+    gallery(RAW_DIR, tables["test"], OUT_DIR / "misclassified_test.png")
     write_json(Path("metrics/eval.json"), results)
 
 

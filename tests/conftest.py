@@ -24,7 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "seed": 0, "lr": 0.01, "epochs": 2, "batch_size": 16,
     "model": {"image_size": 16, "num_channels": 4},
-    "train": {"eval_batch_size": 64},
+    "evaluate": {"batch_size": 64},
 }
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}

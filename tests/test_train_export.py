@@ -166,3 +166,90 @@ def test_patience_stops_early_and_keeps_the_best_epoch(project, tmp_path):
     # so training stops after 1 + patience epochs.
     assert quality == {**quality, "best_epoch": 1, "epochs_run": 3}
     assert "early stop" in out
+
+
+@pytest.mark.parametrize(("n", "bs", "sizes"), [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (8, 4, [4, 4]), (3, 32, [3])])
+def test_a_last_batch_of_one_joins_the_previous(n, bs, sizes):
+    from handsigns.train import batch_bounds
+
+    bounds = batch_bounds(n, bs)
+    assert [e - s for s, e in bounds] == sizes
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+
+
+def test_training_with_a_one_image_last_batch_and_batchnorm(tmp_path):
+    from handsigns.data import Split
+    from handsigns.params import build
+    from handsigns.params.train import Hyper
+    from handsigns.train import fit
+
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: Split("x", torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8),  # noqa: E731
+                            torch.arange(n) % 2, [f"{i}.png" for i in range(n)])
+    hyper = build(Hyper, {**TINY, "epochs": 1, "batch_size": 4})
+    summary = fit(hyper, ["a", "b"], split(9), split(4), models_dir=tmp_path)  # batches of 4 and 5, not 4+4+1
+    assert summary["quality"]["epochs_run"] == 1
+
+
+def test_onecycle_keeps_the_configured_momentum():
+    from handsigns.model import Net
+    from handsigns.params import build
+    from handsigns.params.train import Hyper
+    from handsigns.train import make_optimizer, make_scheduler
+
+    hyper = build(Hyper, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle"}})
+    opt = make_optimizer(hyper, Net(2, 16, 4))
+    make_scheduler(hyper, opt, steps_per_epoch=3)
+    assert opt.param_groups[0]["momentum"] == 0.5
+
+
+def test_checkpoints_of_identical_runs_are_identical_bytes(project, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "metrics"))
+    stage("train", again)
+    for name in ("best.pt", "checkpoint.pt"):  # so dvc.lock does not see a new model for the same params
+        assert (again / "models" / name).read_bytes() == (project / "models" / name).read_bytes(), name
+
+
+def test_failed_export_check_leaves_the_previous_export_untouched(project, tmp_path, monkeypatch):
+    import handsigns.export as export
+    from handsigns.errors import UserError
+    from handsigns.export import deployed, export_verified
+    from handsigns.train import load_model
+
+    out = tmp_path / "models"
+    shutil.copytree(project / "models", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    model, ckpt = load_model(out / "best.pt")
+    module = deployed(model, ckpt["normalisation"])
+    real = export.onnx_probabilities
+    monkeypatch.setattr(export, "onnx_probabilities", lambda path, px: real(path, px)[:, ::-1])  # runtimes disagree
+    with pytest.raises(UserError, match="export check failed"):
+        export_verified(module, ckpt, 16, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, "x", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), [
+    ("seed", 2**32, "seed = 4294967296 is out of range"),
+    ("train", {"device": "meta"}, "train.device = 'meta' is not allowed"),
+])
+def test_bad_training_params_are_one_clear_error(project, tmp_path, key, value, fragment):
+    bad = tmp_path / "bad"
+    shutil.copytree(project, bad, ignore=shutil.ignore_patterns("models", "metrics"))
+    import yaml
+
+    params = yaml.safe_load((bad / "params.yaml").read_text())
+    params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (bad / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = stage("train", bad, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert fragment in proc.stderr
+
+
+def test_predict_with_a_broken_model_card_is_one_clear_error(project, tmp_path):
+    shutil.copy(project / "models/model.onnx", tmp_path / "m.onnx")
+    (tmp_path / "m.json").write_text('{"classes": ["a"]')
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "m.onnx"), "x.png"],
+               tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "m.json is not a handsigns model card" in proc.stderr

@@ -8,6 +8,7 @@ sample but vectorised over the batch, on the training device.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,6 @@ class Split:
 
 
 def read_classes(index_dir: Path = INDEX_DIR) -> list[str]:
-    import json
-
     path = index_dir / "classes.json"
     if not path.exists():
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
@@ -68,7 +67,8 @@ def load_split(name: str, image_size: int, classes: list[str], index_dir: Path =
     path = index_dir / f"{name}.csv"
     if not path.exists():
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
-    df = pd.read_csv(path, dtype={"path": str, "class": str, "label": np.int64})
+    # keep_default_na=False: a class called "NA" or "null" is a name, not a missing value
+    df = pd.read_csv(path, dtype={"path": str, "class": str, "label": np.int64}, keep_default_na=False)
     labels = torch.tensor([classes.index(c) for c in df["class"]], dtype=torch.int64)
     images = decode_all([raw_dir / p for p in df["path"]], image_size)
     return Split(name, images, labels, list(df["path"]))

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from handsigns.atomic import atomic_path
 from handsigns.data import Split
 from handsigns.metrics import report
 from handsigns.train import predict_logprobs
@@ -55,7 +56,7 @@ def gallery(raw_dir: Path, table: pd.DataFrame, path: Path, columns: int = 6) ->
                      color="darkred")
     fig.suptitle(f"misclassified test images: {n} of {len(table)}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
     return n

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +94,25 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data_hash: str, check
     }
 
 
+def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: torch.Tensor, metrics: dict,
+                    data_hash: str, out_dir: Path) -> dict:
+    """Write model.safetensors, model.onnx and model.json into ``out_dir`` only once ONNX Runtime agrees
+    with PyTorch on ``test_pixels``; a failed check leaves the previous export untouched."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
+    try:
+        save_safetensors(module, staging / "model.safetensors",
+                         {"classes": json.dumps(ckpt["classes"]), "image_size": str(image_size)})
+        save_onnx(module, image_size, staging / "model.onnx")
+        check = verify(module, staging / "model.onnx", test_pixels)
+        write_json(staging / "model.json", model_card(ckpt, image_size, metrics, data_hash, check))
+        for name in ("model.safetensors", "model.onnx", "model.json"):  # the card last: it vouches for the rest
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return check
+
+
 def read_card(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -98,5 +120,3 @@ def read_card(path: Path) -> dict:
         raise UserError(f"{path} not found; run the export stage first (dvc repro export)") from None
 
 
-def write_card(path: Path, card: dict) -> None:
-    write_json(path, card)

@@ -29,11 +29,15 @@ class Predictor:
             raise UserError(f"{model_path} not found; run `make repro` (or `dvc repro export`), or pass --model")
         if not card_path.exists():
             raise UserError(f"{card_path} not found; the model card must lie beside {model_path.name}")
-        card = json.loads(card_path.read_text())
-        self.classes: list[str] = card["classes"]
-        self.image_size: int = card["image_size"]
-        self.input_name: str = card["input"]["name"]
-        self.output_name: str = card["output"]["name"]
+        try:
+            card = json.loads(card_path.read_text())
+            self.classes: list[str] = list(card["classes"])
+            self.image_size: int = int(card["image_size"])
+            self.input_name: str = card["input"]["name"]
+            self.output_name: str = card["output"]["name"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{card_path} is not a handsigns model card ({type(exc).__name__}: {exc}); "
+                            "re-run the export stage (dvc repro export)") from None
         try:
             self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files

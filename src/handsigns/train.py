@@ -6,9 +6,11 @@ autocast, best-epoch selection by val accuracy with early stopping, and an atomi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,12 @@ from handsigns.atomic import atomic_path, write_json
 from handsigns.data import Split, augment, channel_stats, normalise
 from handsigns.errors import UserError
 from handsigns.model import Net, build_net
-from handsigns.params.train import Hyper
+from handsigns.params.train import Hyper, ModelParams
 
 MODELS_DIR = Path("models")
-CHECKPOINT = MODELS_DIR / "checkpoint.pt"  # last epoch: weights, optimiser, scheduler, RNG (resumable)
+CHECKPOINT = MODELS_DIR / "checkpoint.pt"  # last epoch: weights, optimiser, scheduler, generators (for resuming)
 BEST = MODELS_DIR / "best.pt"  # best epoch: weights + everything needed to rebuild and use the model
+VAL_BATCH = 256  # images per forward pass when scoring val during training (fixed: results never depend on it)
 
 
 # ------------------------------------------------------------------------------------ device, precision
@@ -40,11 +43,9 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"params.yaml: train.device = {name!r} is not a device; use auto, cpu, cuda, "
-                        "cuda:N or mps") from None
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise UserError(f"params.yaml: train.device = {name!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"params.yaml: train.device = {name!r} but CUDA is not available here; use auto or cpu")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -60,6 +61,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if name == "fp16" and device.type == "cpu":
         raise UserError("params.yaml: train.precision = fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("params.yaml: train.precision = bf16 but this GPU has no bf16; use fp16 or fp32")
     return name
 
 
@@ -95,13 +98,24 @@ def make_optimizer(hyper: Hyper, model: torch.nn.Module) -> torch.optim.Optimize
 def make_scheduler(hyper: Hyper, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     total = hyper.epochs * steps_per_epoch
     if hyper.train.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hyper.lr, total_steps=total)
+        # cycle_momentum=False: train.momentum (sgd) and Adam's betas stay as params.yaml says
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hyper.lr, total_steps=total,
+                                                   cycle_momentum=False)
     if hyper.train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return None
 
 
 # ------------------------------------------------------------------------------------------ the loop
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each training batch; a last batch of one image joins the one before it
+    (batch norm cannot normalise a single sample)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 @dataclass
@@ -136,11 +150,11 @@ def train_epoch(model: Net, split: Split, optimizer, scheduler, hyper: Hyper, ge
     model.train()
     t = hyper.train
     order = torch.randperm(len(split), generator=gen)
-    total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(range(0, len(order), hyper.batch_size), desc=f"epoch {epoch}/{hyper.epochs}", leave=False,
+    total_nll, correct, seen = 0.0, 0, 0
+    bar = tqdm(batch_bounds(len(order), hyper.batch_size), desc=f"epoch {epoch}/{hyper.epochs}", leave=False,
                unit="batch", mininterval=0.5, disable=None)
-    for start in bar:
-        idx = order[start:start + hyper.batch_size]
+    for start, end in bar:
+        idx = order[start:end]
         x = split.images[idx].to(device, non_blocking=True).float().div_(255.0)
         y = split.labels[idx].to(device, non_blocking=True)
         if t.augment:
@@ -160,18 +174,20 @@ def train_epoch(model: Net, split: Split, optimizer, scheduler, hyper: Hyper, ge
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        n = len(idx)
-        total_loss += loss.item() * n
+        # The curve reports plain NLL (comparable with val), whatever the objective's label smoothing.
+        total_nll += F.nll_loss(logprobs.detach().float(), y, reduction="sum").item()
         correct += int((logprobs.argmax(1) == y).sum())
-        seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-    return EpochStats(total_loss / seen, correct / seen)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total_nll / seen:.4f}", acc=f"{correct / seen:.4f}")
+    if not math.isfinite(total_nll):
+        raise UserError(f"training diverged at epoch {epoch} (loss is {total_nll}); lower lr in params.yaml")
+    return EpochStats(total_nll / seen, correct / seen)
 
 
 def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
         models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Train; keep the best epoch by val accuracy (ties: lower val loss). Returns the run's summary."""
-    if len(train) == 0 or len(val) == 0:
+    if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     device = resolve_device(hyper.train.device)
     precision = resolve_precision(hyper.train.precision, device)
@@ -185,7 +201,7 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(hyper, model)
-    steps = -(-len(train) // hyper.batch_size)
+    steps = len(batch_bounds(len(train), hyper.batch_size))
     scheduler = make_scheduler(hyper, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -199,8 +215,7 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
     for epoch in range(1, hyper.epochs + 1):
         tr = train_epoch(model, train, optimizer, scheduler, hyper, gen, mean, std, device, precision, scaler,
                          epoch)
-        va = score(predict_logprobs(model, val.images, mean, std, device, precision,
-                                    hyper.train.eval_batch_size), val.labels)
+        va = score(predict_logprobs(model, val.images, mean, std, device, precision, VAL_BATCH), val.labels)
         history.append({"epoch": epoch, "train": dataclasses.asdict(tr), "val": dataclasses.asdict(va)})
         print(f"epoch {epoch:3d}/{hyper.epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
               f"val loss {va.loss:.4f} acc {va.accuracy:.4f}", flush=True)
@@ -240,21 +255,29 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
 
 
 def save(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Saved through a file object: torch.save(obj, path) names the archive's inner folder after the (random)
+    # temporary file name, which would make identical checkpoints differ byte for byte.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_checkpoint(path: Path) -> dict:
     if not path.exists():
         raise UserError(f"{path} not found; run the train stage first (dvc repro train)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for damaged or foreign files
+        raise UserError(f"{path} is not a handsigns checkpoint ({type(exc).__name__}); re-run dvc repro train") \
+            from None
+    missing = {"state_dict", "classes", "model", "normalisation", "epoch"} - set(ckpt)
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(sorted(missing))}; re-run dvc repro train")
+    return ckpt
 
 
 def load_model(path: Path = BEST) -> tuple[Net, dict]:
     """Rebuild the network of a saved best/checkpoint file; returns (model in eval mode, its metadata)."""
     ckpt = load_checkpoint(path)
-    from handsigns.params.train import ModelParams
-
     model = build_net(len(ckpt["classes"]), ModelParams(**ckpt["model"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt

@@ -1,6 +1,6 @@
 """The knobs of the train, evaluate and export stages: top-level ``seed``, ``lr``, ``epochs``,
-``batch_size`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model`` and
-``train``."""
+``batch_size`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model``,
+``train`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class TrainParams:
     weight_decay: float = knob(5e-4, lo=0)
     schedule: str = knob("onecycle", choices=("none", "onecycle", "cosine"))
     label_smoothing: float = knob(0.0, lo=0, hi=1)
-    patience: int = knob(0, lo=0, doc="stop after this many epochs without a better val accuracy; 0 = never")
+    patience: int = knob(0, lo=0, doc="stop after this many epochs without a better val result "
+                                      "(accuracy, then loss); 0 = never")
     augment: bool = knob(True, doc="per-sample random scale/crop, rotation and colour jitter on train batches")
     flip: bool = knob(False, doc="random horizontal flips (a hand sign's mirror image shows the same count)")
     max_rotation: float = knob(10.0, lo=0, hi=180, doc="degrees")
@@ -41,19 +42,24 @@ class TrainParams:
     precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"),
                           doc="autocast; auto = bf16 on GPUs that support it, else fp32")
     deterministic: bool = knob(False, doc="torch deterministic algorithms on GPU (always on for CPU)")
-    eval_batch_size: int = knob(256, lo=1)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = knob(256, lo=1, doc="images per forward pass in the evaluate stage (memory only)")
 
 
 @dataclass(frozen=True)
 class Hyper:
     """Everything the model half reads from params.yaml."""
 
-    seed: int = knob(0, lo=0)
+    seed: int = knob(0, lo=0, hi=2**32 - 1)
     lr: float = knob(3e-3, lo=0, lo_open=True)
     epochs: int = knob(60, lo=1, hi=100_000)
     batch_size: int = knob(32, lo=1, hi=65_536)
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    evaluate: EvalParams = EvalParams()
 
 
 TOP_LEVEL_SECTIONS = ("data", "ci")  # read by other stages; accepted here, validated there
