@@ -40,7 +40,7 @@ from urllib.request import Request, url2pathname, urlopen
 from tqdm import tqdm
 
 from handsigns import __version__
-from handsigns.atomic import atomic_dir
+from handsigns.atomic import atomic_dir, write_text
 from handsigns.errors import UserError
 
 DOWNLOAD_DIR = Path("data/.downloads")
@@ -93,6 +93,13 @@ def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = D
 # ------------------------------------------------------------------------------------------- download
 
 
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut short by a kill: treat as unknown
+        return {}
+
+
 def _part_paths(url: str, download_dir: Path) -> tuple[Path, Path]:
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
     return download_dir / f"{key}.part", download_dir / f"{key}.json"
@@ -103,7 +110,7 @@ def download(url: str, download_dir: Path, *, retries: int, timeout_s: float) ->
     download_dir.mkdir(parents=True, exist_ok=True)
     part, meta_path = _part_paths(url, download_dir)
     done = part.with_suffix(".done")
-    if done.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("complete"):
+    if done.exists() and _read_meta(meta_path).get("complete"):
         return done
     last_error = ""
     for attempt in range(retries + 1):
@@ -117,14 +124,14 @@ def download(url: str, download_dir: Path, *, retries: int, timeout_s: float) ->
             last_error = str(exc)
             continue
         os.replace(part, done)
-        meta_path.write_text(json.dumps({"url": url, "complete": True}))
+        write_text(meta_path, json.dumps({"url": url, "complete": True}))
         return done
     raise UserError(f"cannot download {url} after {retries + 1} attempts ({last_error}); {LOCAL_COPY_HINT}")
 
 
 def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> None:
     have = part.stat().st_size if part.exists() else 0
-    meta = json.loads(meta_path.read_text()) if (have and meta_path.exists()) else {}
+    meta = _read_meta(meta_path) if have else {}
     validator = meta.get("etag") or meta.get("last_modified")
     headers = {"User-Agent": f"handsigns/{__version__}"}
     if have and validator:
@@ -160,8 +167,8 @@ def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> N
                             f"confirmation page?); {LOCAL_COPY_HINT}")
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        meta_path.write_text(json.dumps({"url": url, "etag": resp.headers.get("ETag"),
-                                         "last_modified": resp.headers.get("Last-Modified")}))
+        write_text(meta_path, json.dumps({"url": url, "etag": resp.headers.get("ETag"),
+                                          "last_modified": resp.headers.get("Last-Modified")}))
         with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                           unit_divisor=1024, desc="download", mininterval=0.5, disable=None) as bar:
             try:

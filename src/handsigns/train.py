@@ -118,6 +118,11 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def to_model_layout(x: torch.Tensor) -> torch.Tensor:
+    """channels_last on CUDA, where the model's weights are channels_last too (tensor-core friendly)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
 @dataclass
 class EpochStats:
     loss: float  # mean per-sample loss
@@ -131,7 +136,7 @@ def predict_logprobs(model: torch.nn.Module, images: torch.Tensor, mean: torch.T
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = normalise(images[start:start + batch_size].to(device), mean, std)
+        x = to_model_layout(normalise(images[start:start + batch_size].to(device), mean, std))
         with autocast(device, precision):
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
@@ -159,7 +164,7 @@ def train_epoch(model: Net, split: Split, optimizer, scheduler, hyper: Hyper, ge
         y = split.labels[idx].to(device, non_blocking=True)
         if t.augment:
             x = augment(x, gen, t)
-        x = normalise(x, mean, std)
+        x = to_model_layout(normalise(x, mean, std))
         with autocast(device, precision):
             logprobs = model(x)
             loss = F.nll_loss(logprobs.float(), y, reduction="mean") if t.label_smoothing == 0 else \
@@ -239,7 +244,7 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
             "epoch": epoch, "best": best, "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(), **meta})
         if hyper.train.patience and since_best >= hyper.train.patience:
-            print(f"early stop: no better val accuracy for {hyper.train.patience} epochs", flush=True)
+            print(f"early stop: no better val result for {hyper.train.patience} epochs", flush=True)
             break
     seconds = time.perf_counter() - started
     epochs_run = len(history)
