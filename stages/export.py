@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from handsigns.data import INDEX_DIR, load_split
-from handsigns.errors import run_main
+from handsigns.errors import UserError, run_main
 from handsigns.export import deployed, export_verified, sha256_of
 from handsigns.train import BEST, load_model
 
@@ -17,9 +17,14 @@ def main() -> None:
     module = deployed(model, ckpt["normalisation"])
     size = ckpt["model"]["image_size"]
     test = load_split("test", size, ckpt["classes"])
-    metrics = json.loads(Path("metrics/eval.json").read_text())
+    eval_path = Path("metrics/eval.json")
+    if not eval_path.exists():
+        raise UserError(f"{eval_path} not found; run the evaluate stage first (dvc repro evaluate)")
+    metrics = json.loads(eval_path.read_text())
     summary = {s: {k: metrics[s][k] for k in ("accuracy", "loss", "macro_f1")} for s in ("val", "test")}
-    check = export_verified(module, ckpt, size, test.images, summary, sha256_of(INDEX_DIR / "train.csv"), MODELS)
+    data = {"train_index_sha256": sha256_of(INDEX_DIR / "train.csv"),
+            "test_index_sha256": sha256_of(INDEX_DIR / "test.csv")}
+    check = export_verified(module, ckpt, size, test.images, summary, data, MODELS)
     print(f"export: models/model.onnx verified on {check['images']} test images "
           f"(labels equal, max probability difference {check['max_probability_diff']:.1e})")
 

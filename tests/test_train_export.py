@@ -225,7 +225,7 @@ def test_failed_export_check_leaves_the_previous_export_untouched(project, tmp_p
     real = export.onnx_probabilities
     monkeypatch.setattr(export, "onnx_probabilities", lambda path, px: real(path, px)[:, ::-1])  # runtimes disagree
     with pytest.raises(UserError, match="export check failed"):
-        export_verified(module, ckpt, 16, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, "x", out)
+        export_verified(module, ckpt, 16, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, {}, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

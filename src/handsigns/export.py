@@ -68,7 +68,7 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_card(ckpt: dict, image_size: int, metrics: dict, data_hash: str, check: dict) -> dict:
+def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: dict) -> dict:
     import onnxruntime
 
     return {
@@ -85,7 +85,7 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data_hash: str, check
         "architecture": ckpt["model"],
         "best_epoch": ckpt["epoch"],
         "metrics": metrics,
-        "data": {"train_index_sha256": data_hash},
+        "data": data,
         "params": ckpt["hyper"],
         "export_check": check,
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
@@ -95,7 +95,7 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data_hash: str, check
 
 
 def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: torch.Tensor, metrics: dict,
-                    data_hash: str, out_dir: Path) -> dict:
+                    data: dict, out_dir: Path) -> dict:
     """Write model.safetensors, model.onnx and model.json into ``out_dir`` only once ONNX Runtime agrees
     with PyTorch on ``test_pixels``; a failed check leaves the previous export untouched."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: 
                          {"classes": json.dumps(ckpt["classes"]), "image_size": str(image_size)})
         save_onnx(module, image_size, staging / "model.onnx")
         check = verify(module, staging / "model.onnx", test_pixels)
-        write_json(staging / "model.json", model_card(ckpt, image_size, metrics, data_hash, check))
+        write_json(staging / "model.json", model_card(ckpt, image_size, metrics, data, check))
         for name in ("model.safetensors", "model.onnx", "model.json"):  # the card last: it vouches for the rest
             os.replace(staging / name, out_dir / name)
     finally:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from handsigns.atomic import atomic_dir, write_json
 from handsigns.errors import UserError
 from handsigns.imaging import DECODE_ERRORS, HASH_BITS, dhash, hamming, is_image_name, open_image
 from handsigns.params.data import DataParams
@@ -426,8 +427,6 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
 
 
 def write_index(result: IndexResult, out_dir: Path, metrics_path: Path) -> None:
-    from handsigns.atomic import atomic_dir, write_json
-
     with atomic_dir(out_dir) as tmp:
         for split, df in result.tables.items():
             df.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
