@@ -25,6 +25,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from handsigns.gate import run_gate
+    from handsigns.params import load_section
+    from handsigns.params.ci import CIParams
+
+    max_drop = args.max_drop if args.max_drop is not None else load_section("ci", CIParams).max_accuracy_drop
+    problems = run_gate(args.base, max_drop, args.exact)  # first: a missing baseline is one clear error
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "metrics", "diff", args.base, "--md", "--targets", "metrics/data.json",
+                    "metrics/train.json", "metrics/eval.json"], check=False)
+    sys.stdout.flush()
+    for problem in problems:
+        print(f"gate: FAIL: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}"
+              + (", quality metrics reproduced exactly)" if args.exact else ")"))
+    return 1 if problems else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handsigns", description="SIGNS hand-sign classifier pipeline tools")
     p.add_argument("--version", action="version", version=f"handsigns {__version__}")
@@ -47,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="reports/compare.md", help="markdown file to write (default: %(default)s)")
     cp.add_argument("--no-plots", action="store_true", help="skip `dvc plots diff`")
     cp.set_defaults(func=_compare)
+    gp = sub.add_parser("gate", help="fail when accuracy dropped against a base rev's committed metrics",
+                        description="Metric regression gate: print `dvc metrics diff BASE`, then exit 1 when val "
+                                    "or test accuracy dropped by more than ci.max_accuracy_drop (params.yaml), "
+                                    "or, with --exact, when any quality metric differs from the committed one.")
+    gp.add_argument("--base", default="main", help="git revision with the committed metrics (default: %(default)s)")
+    gp.add_argument("--max-drop", type=float, default=None, help="override ci.max_accuracy_drop")
+    gp.add_argument("--exact", action="store_true", help="also require the committed quality metrics exactly")
+    gp.set_defaults(func=_gate)
     return p
 
 
