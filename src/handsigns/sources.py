@@ -68,14 +68,19 @@ def is_url(source: str) -> bool:
 
 
 def local_path(source: str) -> Path:
-    """The filesystem path of a ``file://`` URL or a plain path."""
+    """The filesystem path of a ``file://`` URL or a plain path.
+
+    A relative path is relative to the project root: ``$DVC_ROOT``, which DVC sets to the project's own root
+    even for queued and ``--temp`` experiments that run in a copy under ``.dvc/tmp/exps/`` (else the cwd).
+    """
     parsed = urlparse(source)
     if parsed.scheme == "file":
         return Path(url2pathname(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
         raise UserError(f"data.source {source!r}: unsupported scheme {parsed.scheme!r}; "
                         "use http(s)://, file:// or a local path")
-    return Path(source).expanduser()
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get("DVC_ROOT") or ".") / path
 
 
 def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = DOWNLOAD_DIR) -> Fetched:
