@@ -26,18 +26,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from handsigns.gate import run_gate
+    from handsigns.compare import run_dvc
+    from handsigns.gate import QUALITY_FILES, run_gate
     from handsigns.params import load_section
     from handsigns.params.ci import CIParams
 
     max_drop = args.max_drop if args.max_drop is not None else load_section("ci", CIParams).max_accuracy_drop
     problems = run_gate(args.base, max_drop, args.exact)  # first: a missing baseline is one clear error
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    subprocess.run([dvc, "metrics", "diff", args.base, "--md", "--targets", "metrics/data.json",
-                    "metrics/train.json", "metrics/eval.json"], check=False)
-    sys.stdout.flush()
+    print(run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES]) or "(no metric changed)")
     for problem in problems:
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if not problems:

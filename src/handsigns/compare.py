@@ -25,7 +25,8 @@ def _dvc() -> str:
     return found
 
 
-def _run(args: list[str]) -> str:
+def run_dvc(args: list[str]) -> str:
+    """stdout of `dvc ARGS` (the environment's dvc); a failure is one UserError with DVC's own message."""
     proc = subprocess.run([_dvc(), *args], capture_output=True, text=True, check=False,
                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     if proc.returncode != 0:
@@ -45,17 +46,17 @@ def report(base: str, out: Path, plots: bool = True) -> str:
         raise UserError("dvc.yaml not found; run `handsigns compare` from the project root")
     if not _rev_exists(base):
         raise UserError(f"git revision {base!r} not found; pass --base with a branch, tag or commit")
-    params = _run(["params", "diff", base, "--md"]) or "_no parameter changed_"
-    quality = _run(["metrics", "diff", base, "--md", "--precision", "4", "--targets", "metrics/data.json",
+    params = run_dvc(["params", "diff", base, "--md"]) or "_no parameter changed_"
+    quality = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--targets", "metrics/data.json",
                     "metrics/train.json", "metrics/eval.json"]) or "_no quality metric changed_"
-    runtime = _run(["metrics", "diff", base, "--md", "--precision", "4", "--all", "--targets",
+    runtime = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--all", "--targets",
                     "metrics/runtime.json"]) or "_no runtime figures on either side_"
     sections = [f"# handsigns: `{base}` → workspace", "## Params", params, "## Quality metrics", quality,
                 "## Runtime (hardware, software, timing)", runtime]
     if plots:
         plots_dir = out.parent / f"{out.stem}_plots"
         plots_dir.parent.mkdir(parents=True, exist_ok=True)  # dvc plots diff does not create parents
-        _run(["plots", "diff", base, "--out", str(plots_dir)])
+        run_dvc(["plots", "diff", base, "--out", str(plots_dir)])
         sections += ["## Plots", f"Training curves and confusion matrices of `{base}` and the workspace side by "
                      f"side: [{plots_dir.name}/index.html]({plots_dir.name}/index.html)"]
         gallery = Path("metrics/eval/misclassified_test.png")
