@@ -69,7 +69,12 @@ def load_split(name: str, image_size: int, classes: list[str], index_dir: Path =
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
     # keep_default_na=False: a class called "NA" or "null" is a name, not a missing value
     df = pd.read_csv(path, dtype={"path": str, "class": str, "label": np.int64}, keep_default_na=False)
-    labels = torch.tensor([classes.index(c) for c in df["class"]], dtype=torch.int64)
+    label_of = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(df["class"]) - set(label_of))
+    if unknown:
+        raise UserError(f"{path} has class {unknown[0]!r}, which the model does not know ({', '.join(classes)}); "
+                        "re-run the pipeline (dvc repro)")
+    labels = torch.tensor([label_of[c] for c in df["class"]], dtype=torch.int64)
     images = decode_all([raw_dir / p for p in df["path"]], image_size)
     return Split(name, images, labels, list(df["path"]))
 
