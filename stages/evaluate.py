@@ -8,7 +8,7 @@ metrics/eval/misclassified_test.png (a gallery of the test errors).
 from pathlib import Path
 
 from handsigns.atomic import atomic_path, write_json
-from handsigns.data import RAW_DIR, load_split, read_classes
+from handsigns.data import load_split, read_classes
 from handsigns.errors import UserError, run_main
 from handsigns.evaluate import evaluate_split, gallery
 from handsigns.params.train import load_hyper
@@ -23,9 +23,9 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError("data/index/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results, tables = {}, {}
+    results, tables, splits = {}, {}, {}
     for name in ("val", "test"):  # everything computed before anything is written
-        split = load_split(name, ckpt["model"]["image_size"], classes)
+        split = splits[name] = load_split(name, ckpt["model"]["image_size"], classes)
         if len(split) == 0:
             raise UserError(f"the {name} split is empty; check data/index/{name}.csv (dvc repro split)")
         results[name], tables[name] = evaluate_split(model, split, classes, ckpt["normalisation"],
@@ -35,7 +35,7 @@ def main() -> None:
             table.to_csv(tmp, index=False, lineterminator="\n")
         print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({results[name]['errors']} errors "
               f"of {results[name]['images']}), macro-F1 {results[name]['macro_f1']:.4f}")
-    gallery(RAW_DIR, tables["test"], OUT_DIR / "misclassified_test.png")
+    gallery(tables["test"], splits["test"].images, OUT_DIR / "misclassified_test.png")
     write_json(Path("metrics/eval.json"), results)
 
 

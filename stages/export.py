@@ -6,7 +6,8 @@ from pathlib import Path
 
 from handsigns.data import INDEX_DIR, load_split
 from handsigns.errors import UserError, run_main
-from handsigns.export import deployed, export_verified, sha256_of
+from handsigns.export import deployed, export_verified
+from handsigns.sources import sha256_file
 from handsigns.train import BEST, load_model
 
 MODELS = Path("models")
@@ -22,8 +23,8 @@ def main() -> None:
         raise UserError(f"{eval_path} not found; run the evaluate stage first (dvc repro evaluate)")
     metrics = json.loads(eval_path.read_text())
     summary = {s: {k: metrics[s][k] for k in ("accuracy", "loss", "macro_f1")} for s in ("val", "test")}
-    data = {"train_index_sha256": sha256_of(INDEX_DIR / "train.csv"),
-            "test_index_sha256": sha256_of(INDEX_DIR / "test.csv")}
+    data = {"train_index_sha256": sha256_file(INDEX_DIR / "train.csv"),
+            "test_index_sha256": sha256_file(INDEX_DIR / "test.csv")}
     check = export_verified(module, ckpt, size, test.images, summary, data, MODELS)
     print(f"export: models/model.onnx verified on {check['images']} test images "
           f"(labels equal, max probability difference {check['max_probability_diff']:.1e})")

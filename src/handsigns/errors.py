@@ -17,10 +17,6 @@ class UserError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""
 
 
-def fail(message: str) -> NoReturn:
-    raise UserError(message)
-
-
 def run_main(main: Callable[[], object]) -> NoReturn:
     """Run ``main`` and turn a :class:`UserError` into one ``error: ...`` line and exit status 2."""
     try:

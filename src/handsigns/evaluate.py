@@ -34,16 +34,18 @@ def evaluate_split(model: torch.nn.Module, split: Split, classes: list[str], nor
     return metrics, table
 
 
-def gallery(raw_dir: Path, table: pd.DataFrame, path: Path, columns: int = 6) -> int:
-    """Write a PNG grid of the misclassified images (true / predicted / probability); returns how many."""
+def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> int:
+    """Write a PNG grid of the misclassified images (true / predicted / probability); returns how many.
+
+    ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: nothing is
+    decoded again."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from handsigns.imaging import open_image
-
-    wrong = table[table["actual"] != table["predicted"]].reset_index(drop=True)
+    wrong_rows = np.flatnonzero((table["actual"] != table["predicted"]).to_numpy())
+    wrong = table.iloc[wrong_rows].reset_index(drop=True)
     n = len(wrong)
     rows = max(1, -(-n // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.0 + 0.4), squeeze=False)
@@ -51,7 +53,7 @@ def gallery(raw_dir: Path, table: pd.DataFrame, path: Path, columns: int = 6) ->
         ax.axis("off")
     for i, row in wrong.iterrows():
         ax = axes.flat[i]
-        ax.imshow(np.asarray(open_image(raw_dir / row["path"])))
+        ax.imshow(images[wrong_rows[i]].permute(1, 2, 0).numpy())
         ax.set_title(f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}", fontsize=8,
                      color="darkred")
     fig.suptitle(f"misclassified test images: {n} of {len(table)}", fontsize=10)

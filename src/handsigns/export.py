@@ -3,7 +3,6 @@ that ONNX Runtime and PyTorch agree on real images (same labels, probabilities w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -64,10 +63,6 @@ def verify(module: Deployed, onnx_path: Path, pixels: torch.Tensor, atol: float 
     return {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: dict) -> dict:
     import onnxruntime
 
@@ -111,12 +106,3 @@ def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return check
-
-
-def read_card(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found; run the export stage first (dvc repro export)") from None
-
-

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from handsigns.atomic import atomic_dir, write_json
 from handsigns.errors import UserError
-from handsigns.imaging import DECODE_ERRORS, HASH_BITS, dhash, hamming, is_image_name, open_image
+from handsigns.imaging import DECODE_ERRORS, HASH_BITS, HASH_DRAFT, dhash, hamming, is_image_name, open_image
 from handsigns.params.data import DataParams
 
 SPLITS = ("train", "val", "test")
@@ -147,11 +147,12 @@ def _read_one(path: Path) -> tuple[str, int, int, np.ndarray | None, str]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        img = open_image(data)
+        img = open_image(data, draft=HASH_DRAFT)
     except DECODE_ERRORS as exc:
         msg = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", f"{type(exc).__name__}: {exc}")  # no addresses
         return digest, 0, 0, None, msg.splitlines()[0][:200]
-    return digest, img.width, img.height, dhash(img), ""
+    width, height = img.info["source_size"]
+    return digest, width, height, dhash(img), ""
 
 
 def read_images(raw: Path, items: list[Item], workers: int | None = None) -> None:
@@ -382,11 +383,12 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
             items[i].split = "train"
     dup_metrics = apply_dedupe(items, kept, uf, drop=params.dedupe == "drop", keep_test="test" in given)
 
+    label_of = {c: i for i, c in enumerate(classes)}
     tables = {}
     for split in SPLITS:
         rows = [it for it in items if it.split == split and not it.reason]
         tables[split] = pd.DataFrame(
-            {"path": [it.path for it in rows], "label": [classes.index(it.cls) for it in rows],  # type: ignore[arg-type]
+            {"path": [it.path for it in rows], "label": [label_of[it.cls] for it in rows],  # type: ignore[index]
              "class": [it.cls for it in rows], "sha256": [it.sha256 for it in rows],
              "width": [it.width for it in rows], "height": [it.height for it in rows]},
             columns=INDEX_COLUMNS)

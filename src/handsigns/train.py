@@ -213,15 +213,14 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
     meta = {"classes": classes, "normalisation": {"mean": mean_l, "std": std_l},
             "model": dataclasses.asdict(hyper.model), "hyper": dataclasses.asdict(hyper)}
     best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": 0}
-    history = []
-    since_best = 0
+    epochs_run, since_best = 0, 0
     models_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for epoch in range(1, hyper.epochs + 1):
         tr = train_epoch(model, train, optimizer, scheduler, hyper, gen, mean, std, device, precision, scaler,
                          epoch)
         va = score(predict_logprobs(model, val.images, mean, std, device, precision, VAL_BATCH), val.labels)
-        history.append({"epoch": epoch, "train": dataclasses.asdict(tr), "val": dataclasses.asdict(va)})
+        epochs_run = epoch
         print(f"epoch {epoch:3d}/{hyper.epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
               f"val loss {va.loss:.4f} acc {va.accuracy:.4f}", flush=True)
         if live is not None:
@@ -247,12 +246,10 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
             print(f"early stop: no better val result for {hyper.train.patience} epochs", flush=True)
             break
     seconds = time.perf_counter() - started
-    epochs_run = len(history)
     return {
         "quality": {"best_epoch": best["epoch"], "best_val_accuracy": round(best["accuracy"], 6),
                     "best_val_loss": round(best["loss"], 6), "epochs_run": epochs_run,
-                    "final_train_loss": round(history[-1]["train"]["loss"], 6),
-                    "final_train_accuracy": round(history[-1]["train"]["accuracy"], 6)},
+                    "final_train_loss": round(tr.loss, 6), "final_train_accuracy": round(tr.accuracy, 6)},
         "runtime": {"train_seconds": round(seconds, 3),
                     "train_images_per_s": round(epochs_run * len(train) / seconds, 1),
                     "precision": precision, **hardware(device)},
