@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # dvc.yaml runs `python stages/...`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test lint bench clean-venv
+.PHONY: install repro test gate lint bench clean-venv
 .DEFAULT_GOAL := repro
 
 # (Re)install when the project's metadata changes; the stamp keeps a second `make` instant.
@@ -16,17 +16,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Run the whole pipeline. Offline, from a local copy of the data:
-#   make repro SOURCE=../shared/datasets/64x64_SIGNS.zip
+install: $(STAMP)
+
+# Run the whole pipeline on the data params.yaml pins. Another copy or data set, as a DVC experiment
+# (SHA256= pins it; without, the observed hash is recorded):
+#   make repro SOURCE=path/or/url [SHA256=...]
 repro: $(STAMP)
 ifdef SOURCE
-	$(BIN)/dvc exp run -S 'data.source=$(SOURCE)'
+	$(BIN)/dvc exp run -S 'data.source=$(SOURCE)' -S 'data.sha256=$(or $(SHA256),null)'
 else
 	$(BIN)/dvc repro
 endif
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The metric regression gate (.ci/run): reproduce the pipeline, print `dvc metrics diff $(BASE)`, fail when
+# val/test accuracy dropped by more than ci.max_accuracy_drop or HEAD's quality metrics do not reproduce.
+BASE ?= main
+gate: $(STAMP)
+	$(BIN)/handsigns gate --reproduce --exact --base '$(BASE)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,15 +91,15 @@ def make_project(dest: Path, data: dict[str, Any] | None = None, *, overrides: d
                  git: bool = False) -> Path:
     """A throw-away copy of the project in ``dest``: stages/, src/ (dvc.yaml names its files as stage
     dependencies), dvc.yaml, .dvcignore, .gitignore and params.yaml (the repository's, with the ``data``
-    section updated from ``data`` and other keys from ``overrides``; nested dicts are merged). ``git``: also
-    `git init` + `dvc init` and commit, as a clone would be."""
+    section updated from ``data``, ``sha256`` null unless given, and other keys from ``overrides``; nested
+    dicts are merged). ``git``: also `git init` + `dvc init` and commit, as a clone would be."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("stages", "src"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, dest / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
-    params.setdefault("data", {}).update(data or {})
+    params.setdefault("data", {}).update({"sha256": None, **(data or {})})  # the default pins the real zip
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             params.setdefault(key, {}).update(value)

@@ -1,11 +1,13 @@
-"""`handsigns gate`: the metric regression gate against committed metrics."""
+"""`handsigns gate`: the metric regression gate against committed metrics (what `.ci/run` runs)."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import make_project, run
+from conftest import REPO, TINY, colour_dataset, make_project, run
 
 
 def _metrics(repo, val: float, test: float, best_epoch: int = 7) -> None:
@@ -24,8 +26,13 @@ def repo(tmp_path):
     return repo
 
 
-def gate(repo, *args):
-    return run([sys.executable, "-m", "handsigns.cli", "gate", "--base", "HEAD", *args], repo, check=False)
+def gate(repo, *args, base: str = "HEAD"):
+    return run([sys.executable, "-m", "handsigns.cli", "gate", "--base", base, *args], repo, check=False)
+
+
+def commit(repo, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
 
 
 def test_gate_fails_on_a_forged_accuracy_drop(repo):
@@ -55,3 +62,53 @@ def test_gate_without_a_committed_baseline_is_one_clear_error(tmp_path):
     repo = make_project(tmp_path / "repo", {"source": "unused.zip"}, git=True)
     proc = gate(repo)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no metrics/eval.json committed at 'HEAD'")
+
+
+def test_exact_checks_heads_figures_while_the_drop_is_measured_against_the_base(repo):
+    run(["git", "tag", "baseline"], repo)
+    _metrics(repo, 0.99, 0.90)  # a change that lowers test accuracy, committed with its own (reproduced) metrics
+    commit(repo, "worse model, new metrics committed")
+    assert gate(repo, "--exact").returncode == 0  # against HEAD: nothing dropped, everything reproduced
+    proc = gate(repo, "--exact", base="baseline")
+    assert proc.returncode == 1
+    assert "test.accuracy dropped by 0.0800" in proc.stderr and "does not reproduce" not in proc.stderr
+
+
+def test_unknown_base_is_one_clear_error(repo):
+    proc = gate(repo, base="no-such-branch")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: git revision 'no-such-branch' not found; pass --base with a branch, "
+                                   "tag or commit")
+
+
+@pytest.mark.slow
+def test_reproducing_gate_on_a_clean_clone_passes_then_catches_a_regression(tmp_path):
+    """The CI gate end to end on generated data: commit a real run's metrics and dvc.lock, clone, reproduce."""
+    colour_dataset(tmp_path / "source", classes=3, per_class=30)
+    repo = make_project(tmp_path / "repo", {"source": "../source"}, overrides=TINY, git=True)
+    run([str(Path(sys.executable).with_name("dvc")), "repro"], repo)
+    commit(repo, "baseline run")
+    assert json.loads((repo / "metrics/eval.json").read_text())["test"]["accuracy"] >= 0.8
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    proc = gate(clone, "--reproduce", "--exact")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Running stage 'train'" in proc.stdout and "gate: pass" in proc.stdout
+    status = run(["git", "status", "--porcelain"], clone).stdout.split("\n")
+    assert not [line for line in status if any(q in line for q in ("data.json", "train.json", "eval.json"))]
+
+    # A change that ruins training, committed without re-running: the reproduction exposes it.
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["lr"] = 1e-7
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(clone, "lr typo")
+    proc = gate(clone, "--reproduce", "--exact")
+    assert proc.returncode == 1
+    assert "accuracy dropped by" in proc.stderr and "metrics/eval.json does not reproduce" in proc.stderr
+
+
+def test_ci_gate_checks_for_the_data_source_params_yaml_names():
+    """.ci/run skips the gate only when the committed pipeline's own data source is absent."""
+    source = yaml.safe_load((REPO / "params.yaml").read_text())["data"]["source"]
+    assert f"[ -e {source} ]" in (REPO / ".ci/run").read_text()

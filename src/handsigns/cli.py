@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from handsigns import __version__
-from handsigns.errors import run_main
+from handsigns.errors import UserError, run_main
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -26,19 +26,24 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from handsigns.compare import run_dvc
-    from handsigns.gate import QUALITY_FILES, run_gate
+    from handsigns.compare import dvc_path, rev_exists, run_dvc
+    from handsigns.gate import QUALITY_FILES, committed_at, reproduce, run_gate
     from handsigns.params import load_section
     from handsigns.params.ci import CIParams
 
     max_drop = args.max_drop if args.max_drop is not None else load_section("ci", CIParams).max_accuracy_drop
-    problems = run_gate(args.base, max_drop, args.exact)  # first: a missing baseline is one clear error
+    if not rev_exists(args.base):
+        raise UserError(f"git revision {args.base!r} not found; pass --base with a branch, tag or commit")
+    committed_at(args.base)  # a missing baseline is one clear error before a long reproduction
+    if args.reproduce:
+        reproduce(dvc_path())
+    problems = run_gate(args.base, max_drop, args.exact)
     print(run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES]) or "(no metric changed)")
     for problem in problems:
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if not problems:
         print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}"
-              + (", quality metrics reproduced exactly)" if args.exact else ")"))
+              + (", HEAD's committed quality metrics reproduced exactly)" if args.exact else ")"))
     return 1 if problems else 0
 
 
@@ -65,12 +70,14 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--no-plots", action="store_true", help="skip `dvc plots diff`")
     cp.set_defaults(func=_compare)
     gp = sub.add_parser("gate", help="fail when accuracy dropped against a base rev's committed metrics",
-                        description="Metric regression gate: print `dvc metrics diff BASE`, then exit 1 when val "
-                                    "or test accuracy dropped by more than ci.max_accuracy_drop (params.yaml), "
-                                    "or, with --exact, when any quality metric differs from the committed one.")
-    gp.add_argument("--base", default="main", help="git revision with the committed metrics (default: %(default)s)")
+                        description="Metric regression gate: (with --reproduce, run `dvc repro` first), print "
+                                    "`dvc metrics diff BASE`, then exit 1 when val or test accuracy dropped by "
+                                    "more than ci.max_accuracy_drop (params.yaml) against BASE, or, with --exact, "
+                                    "when any quality metric differs from the one committed at HEAD.")
+    gp.add_argument("--base", default="main", help="git revision with the baseline metrics (default: %(default)s)")
     gp.add_argument("--max-drop", type=float, default=None, help="override ci.max_accuracy_drop")
-    gp.add_argument("--exact", action="store_true", help="also require the committed quality metrics exactly")
+    gp.add_argument("--exact", action="store_true", help="also require HEAD's committed quality metrics exactly")
+    gp.add_argument("--reproduce", action="store_true", help="run `dvc repro` first (what CI does on a clean clone)")
     gp.set_defaults(func=_gate)
     return p
 

@@ -17,7 +17,7 @@ from handsigns.atomic import write_text
 from handsigns.errors import UserError
 
 
-def _dvc() -> str:
+def dvc_path() -> str:
     beside = Path(sys.executable).with_name("dvc")
     found = str(beside) if beside.exists() else shutil.which("dvc")
     if not found:
@@ -27,7 +27,7 @@ def _dvc() -> str:
 
 def run_dvc(args: list[str]) -> str:
     """stdout of `dvc ARGS` (the environment's dvc); a failure is one UserError with DVC's own message."""
-    proc = subprocess.run([_dvc(), *args], capture_output=True, text=True, check=False,
+    proc = subprocess.run([dvc_path(), *args], capture_output=True, text=True, check=False,
                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     if proc.returncode != 0:
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
@@ -36,7 +36,7 @@ def run_dvc(args: list[str]) -> str:
     return proc.stdout.strip()
 
 
-def _rev_exists(rev: str) -> bool:
+def rev_exists(rev: str) -> bool:
     return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
                           capture_output=True, check=False).returncode == 0
 
@@ -44,7 +44,7 @@ def _rev_exists(rev: str) -> bool:
 def report(base: str, out: Path, plots: bool = True) -> str:
     if not Path("dvc.yaml").exists():
         raise UserError("dvc.yaml not found; run `handsigns compare` from the project root")
-    if not _rev_exists(base):
+    if not rev_exists(base):
         raise UserError(f"git revision {base!r} not found; pass --base with a branch, tag or commit")
     params = run_dvc(["params", "diff", base, "--md"]) or "_no parameter changed_"
     quality = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--targets", "metrics/data.json",

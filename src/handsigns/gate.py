@@ -1,14 +1,17 @@
 """``handsigns gate``: the metric regression gate of CI.
 
-Compares the workspace's quality metrics with those committed at a base revision: fails when val or test
-accuracy dropped by more than ``ci.max_accuracy_drop``, and with ``--exact`` when any quality metric differs
-at all (a reproduction of the committed pipeline on the same data must give the committed figures).
+Compares the workspace's quality metrics (after ``--reproduce``: a fresh ``dvc repro``) with committed ones:
+fails when val or test accuracy dropped by more than ``ci.max_accuracy_drop`` against a base revision
+(default ``main``), and with ``--exact`` when any quality metric differs at all from those committed at HEAD
+(a reproduction of the committed pipeline on the same data must give the committed figures).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,12 @@ def in_workspace(path: str) -> dict[str, Any] | None:
     return flatten(json.loads(p.read_text())) if p.exists() else None
 
 
-def check(base: dict[str, dict], current: dict[str, dict], max_drop: float, exact: bool) -> list[str]:
-    """Reasons to fail (empty: pass). ``base``/``current``: file -> flattened metrics."""
+def check(base: dict[str, dict], current: dict[str, dict], max_drop: float,
+          committed: dict[str, dict] | None = None) -> list[str]:
+    """Reasons to fail (empty: pass). ``base``/``current``/``committed``: file -> flattened metrics.
+
+    ``committed`` (HEAD's figures) turns on the exact check: every quality metric must equal it.
+    """
     problems = []
     eval_base, eval_now = base.get("metrics/eval.json") or {}, current.get("metrics/eval.json") or {}
     for key in GATED:
@@ -51,9 +58,9 @@ def check(base: dict[str, dict], current: dict[str, dict], max_drop: float, exac
         if drop > max_drop + 1e-12:
             problems.append(f"{key} dropped by {drop:.4f} ({eval_base[key]:.4f} -> {eval_now[key]:.4f}), more than "
                             f"ci.max_accuracy_drop = {max_drop:g}")
-    if exact:
+    if committed is not None:
         for path in QUALITY_FILES:
-            b, c = base.get(path), current.get(path)
+            b, c = committed.get(path), current.get(path)
             if b is None:
                 continue
             changed = sorted(k for k in set(b) | set(c or {}) if (c or {}).get(k) != b.get(k))
@@ -63,12 +70,29 @@ def check(base: dict[str, dict], current: dict[str, dict], max_drop: float, exac
     return problems
 
 
-def run_gate(base_rev: str, max_drop: float, exact: bool) -> list[str]:
-    base = {p: at_rev(base_rev, p) for p in QUALITY_FILES}
-    if base["metrics/eval.json"] is None:
-        raise UserError(f"no metrics/eval.json committed at {base_rev!r}: nothing to gate against; commit a run's "
+def committed_at(rev: str) -> dict[str, dict | None]:
+    found = {p: at_rev(rev, p) for p in QUALITY_FILES}
+    if found["metrics/eval.json"] is None:
+        raise UserError(f"no metrics/eval.json committed at {rev!r}: nothing to gate against; commit a run's "
                         "metrics/ and dvc.lock there first")
+    return found
+
+
+def reproduce(dvc: str) -> None:
+    """``dvc repro``, its output passed through; a failed reproduction fails the gate."""
+    print("gate: dvc repro", flush=True)
+    code = subprocess.run([dvc, "repro"], check=False, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+                          stdout=sys.stdout, stderr=sys.stderr).returncode
+    if code != 0:
+        raise UserError(f"`dvc repro` failed (exit {code}): the committed pipeline does not reproduce; "
+                        "see its output above")
+
+
+def run_gate(base_rev: str, max_drop: float, exact: bool) -> list[str]:
+    base = committed_at(base_rev)
+    committed = committed_at("HEAD") if exact else None
     current = {p: in_workspace(p) for p in QUALITY_FILES}
     if current["metrics/eval.json"] is None:
-        raise UserError("metrics/eval.json not found in the workspace; reproduce the pipeline first (dvc repro)")
-    return check(base, current, max_drop, exact)
+        raise UserError("metrics/eval.json not found in the workspace; reproduce the pipeline first (dvc repro, "
+                        "or handsigns gate --reproduce)")
+    return check(base, current, max_drop, committed)

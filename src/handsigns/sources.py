@@ -47,7 +47,7 @@ DOWNLOAD_DIR = Path("data/.downloads")
 CHUNK = 1 << 20
 BACKOFF_S = 0.5  # first retry delay; doubles each attempt, capped at 30 s
 LOCAL_COPY_HINT = ("to use a local copy instead, set data.source in params.yaml to its path "
-                   "(e.g. `make repro SOURCE=../shared/datasets/64x64_SIGNS.zip`)")
+                   "(`make repro SOURCE=path/to/copy`)")
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,9 @@ def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = D
         return Fetched(path, "directory")
     if path.is_file():
         return Fetched(path, "file")
-    raise UserError(f"data.source {source!r}: no such file or folder ({path.resolve()}); "
-                    "set data.source in params.yaml to a URL or to an existing path")
+    raise UserError(f"data.source {source!r}: no such file or folder ({path.resolve()}); put the data set "
+                    "there, or set data.source in params.yaml to another copy or a URL (`make repro "
+                    "SOURCE=path-or-url`; README, \"Data source\")")
 
 
 # ------------------------------------------------------------------------------------------- download

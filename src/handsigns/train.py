@@ -305,6 +305,7 @@ def hardware(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(), "platform": platform.platform(),
+        "gpu": None, "gpu_memory_gib": None, "gpu_count": 0,  # the same keys on every run, for metrics diff
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
