@@ -21,21 +21,22 @@ install: $(STAMP)
 # Run the whole pipeline on the data params.yaml pins. Another copy or data set, as a DVC experiment
 # (SHA256= pins it; without, the observed hash is recorded):
 #   make repro SOURCE=path/or/url [SHA256=...]
+# The value is quoted for DVC's -S parser (Hydra), where a bare `=`, `&` or `,` in a URL would not parse.
 repro: $(STAMP)
 ifdef SOURCE
-	$(BIN)/dvc exp run -S 'data.source=$(SOURCE)' -S 'data.sha256=$(or $(SHA256),null)'
+	$(BIN)/dvc exp run -S "data.source='$(SOURCE)'" -S 'data.sha256=$(or $(SHA256),null)'
 else
-	$(BIN)/dvc repro
+	$(if $(SHA256),$(error SHA256= pins the archive SOURCE= names; give both))$(BIN)/dvc repro
 endif
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The metric regression gate (.ci/run): reproduce the pipeline, print `dvc metrics diff $(BASE)`, fail when
-# val/test accuracy dropped by more than ci.max_accuracy_drop or HEAD's quality metrics do not reproduce.
-BASE ?= main
+# The metric regression gate (.ci/run): run every stage, print `dvc metrics diff $(GATE_BASE)`, fail when
+# val/test accuracy dropped by more than ci.max_accuracy_drop or HEAD's committed run does not reproduce.
+GATE_BASE ?= main
 gate: $(STAMP)
-	$(BIN)/handsigns gate --reproduce --exact --base '$(BASE)'
+	$(BIN)/handsigns gate --reproduce --exact --base '$(GATE_BASE)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -67,11 +67,20 @@ def test_gate_without_a_committed_baseline_is_one_clear_error(tmp_path):
 def test_exact_checks_heads_figures_while_the_drop_is_measured_against_the_base(repo):
     run(["git", "tag", "baseline"], repo)
     _metrics(repo, 0.99, 0.90)  # a change that lowers test accuracy, committed with its own (reproduced) metrics
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ci"]["max_accuracy_drop"] = 0.5  # ... and loosens the gate in the same commit
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit(repo, "worse model, new metrics committed")
     assert gate(repo, "--exact").returncode == 0  # against HEAD: nothing dropped, everything reproduced
     proc = gate(repo, "--exact", base="baseline")
-    assert proc.returncode == 1
+    assert proc.returncode == 1  # the base's threshold (0.01) applies, not the change's own
     assert "test.accuracy dropped by 0.0800" in proc.stderr and "does not reproduce" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
+def test_max_drop_override_must_be_a_fraction(repo, value):
+    proc = gate(repo, "--max-drop", value)
+    assert proc.returncode == 2 and "is not a fraction in [0, 1]" in proc.stderr
 
 
 def test_unknown_base_is_one_clear_error(repo):
@@ -82,11 +91,12 @@ def test_unknown_base_is_one_clear_error(repo):
 
 
 @pytest.mark.slow
-def test_reproducing_gate_on_a_clean_clone_passes_then_catches_a_regression(tmp_path):
+def test_reproducing_gate_on_a_clean_clone_passes_then_catches_forgery_and_regression(tmp_path):
     """The CI gate end to end on generated data: commit a real run's metrics and dvc.lock, clone, reproduce."""
     colour_dataset(tmp_path / "source", classes=3, per_class=30)
     repo = make_project(tmp_path / "repo", {"source": "../source"}, overrides=TINY, git=True)
-    run([str(Path(sys.executable).with_name("dvc")), "repro"], repo)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    run([dvc, "repro"], repo)
     commit(repo, "baseline run")
     assert json.loads((repo / "metrics/eval.json").read_text())["test"]["accuracy"] >= 0.8
 
@@ -94,11 +104,26 @@ def test_reproducing_gate_on_a_clean_clone_passes_then_catches_a_regression(tmp_
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     proc = gate(clone, "--reproduce", "--exact")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Running stage 'train'" in proc.stdout and "gate: pass" in proc.stdout
-    status = run(["git", "status", "--porcelain"], clone).stdout.split("\n")
-    assert not [line for line in status if any(q in line for q in ("data.json", "train.json", "eval.json"))]
+    for name in ("download", "split", "train", "evaluate", "export"):  # nothing taken on trust from the commit
+        assert f"Running stage '{name}'" in proc.stdout
+    assert "gate: pass" in proc.stdout
+    changed = {line[3:] for line in run(["git", "status", "--porcelain"], clone).stdout.splitlines()}
+    assert changed <= {"metrics/runtime.json", "dvc.lock"}  # everything else reproduced to the byte
+
+    # Metrics edited by hand and recorded with `dvc commit`: dvc.lock agrees with them, the reproduction does not.
+    run(["git", "checkout", "-q", "--", "."], clone)
+    forged = json.loads((clone / "metrics/eval.json").read_text())
+    forged["test"]["macro_f1"] = 0.123
+    (clone / "metrics/eval.json").write_text(json.dumps(forged))
+    run([dvc, "commit", "-f", "evaluate"], clone)
+    commit(clone, "forged metrics")
+    proc = gate(clone, "--reproduce", "--exact")
+    assert proc.returncode == 1
+    assert "metrics/eval.json does not reproduce the committed figures: test.macro_f1" in proc.stderr
+    assert "dvc.lock: outputs differ from the committed run: evaluate:metrics/eval.json" in proc.stderr
 
     # A change that ruins training, committed without re-running: the reproduction exposes it.
+    run(["git", "reset", "-q", "--hard", "HEAD~1"], clone)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["lr"] = 1e-7
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -85,6 +85,20 @@ def test_export_card_and_onnx_parity(project):
         assert out.shape == (batch, 3)
 
 
+def test_export_gives_the_same_bytes_every_time_and_names_no_local_path(project):
+    models = project / "models"
+    first = {name: (models / name).read_bytes() for name in ("model.onnx", "model.safetensors", "model.json")}
+    stage("export", project)  # a second process: nothing may depend on hash seeds, clocks or the checkout's path
+    for name, data in first.items():
+        assert (models / name).read_bytes() == data, name
+    assert b"/src/handsigns/" not in first["model.onnx"]  # the exporter's stack traces are dropped
+    from safetensors import safe_open
+
+    with safe_open(str(models / "model.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["handsigns"]) == {"classes": ["class_0", "class_1", "class_2"],
+                                                         "image_size": 16}
+
+
 def test_export_fails_when_runtimes_disagree(project, tmp_path):
     from handsigns.errors import UserError
     from handsigns.export import deployed, save_onnx, verify

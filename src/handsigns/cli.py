@@ -27,14 +27,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _gate(args: argparse.Namespace) -> int:
     from handsigns.compare import dvc_path, rev_exists, run_dvc
-    from handsigns.gate import QUALITY_FILES, committed_at, reproduce, run_gate
-    from handsigns.params import load_section
-    from handsigns.params.ci import CIParams
+    from handsigns.gate import QUALITY_FILES, committed_at, max_drop_at, reproduce, run_gate
 
-    max_drop = args.max_drop if args.max_drop is not None else load_section("ci", CIParams).max_accuracy_drop
     if not rev_exists(args.base):
         raise UserError(f"git revision {args.base!r} not found; pass --base with a branch, tag or commit")
-    committed_at(args.base)  # a missing baseline is one clear error before a long reproduction
+    max_drop = args.max_drop if args.max_drop is not None else max_drop_at(args.base)
+    for rev in (args.base, "HEAD") if args.exact else (args.base,):
+        committed_at(rev)  # a missing baseline is one clear error before a long reproduction
     if args.reproduce:
         reproduce(dvc_path())
     problems = run_gate(args.base, max_drop, args.exact)
@@ -43,8 +42,15 @@ def _gate(args: argparse.Namespace) -> int:
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if not problems:
         print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}"
-              + (", HEAD's committed quality metrics reproduced exactly)" if args.exact else ")"))
+              + (", HEAD's committed run reproduced exactly)" if args.exact else ")"))
     return 1 if problems else 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1]")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,12 +78,16 @@ def parser() -> argparse.ArgumentParser:
     gp = sub.add_parser("gate", help="fail when accuracy dropped against a base rev's committed metrics",
                         description="Metric regression gate: (with --reproduce, run `dvc repro` first), print "
                                     "`dvc metrics diff BASE`, then exit 1 when val or test accuracy dropped by "
-                                    "more than ci.max_accuracy_drop (params.yaml) against BASE, or, with --exact, "
-                                    "when any quality metric differs from the one committed at HEAD.")
+                                    "more than ci.max_accuracy_drop (BASE's params.yaml) against BASE, or, with "
+                                    "--exact, when any quality metric or any output hash in dvc.lock (runtime "
+                                    "figures aside) differs from what HEAD commits.")
     gp.add_argument("--base", default="main", help="git revision with the baseline metrics (default: %(default)s)")
-    gp.add_argument("--max-drop", type=float, default=None, help="override ci.max_accuracy_drop")
-    gp.add_argument("--exact", action="store_true", help="also require HEAD's committed quality metrics exactly")
-    gp.add_argument("--reproduce", action="store_true", help="run `dvc repro` first (what CI does on a clean clone)")
+    gp.add_argument("--max-drop", type=_fraction, default=None,
+                    help="override ci.max_accuracy_drop (default: its value in BASE's params.yaml)")
+    gp.add_argument("--exact", action="store_true",
+                    help="also require HEAD's committed quality metrics and dvc.lock output hashes exactly")
+    gp.add_argument("--reproduce", action="store_true",
+                    help="run every stage first (`dvc repro --force`, what CI does on a clean clone)")
     gp.set_defaults(func=_gate)
     return p
 

@@ -25,12 +25,14 @@ def deployed(model: Net, normalisation: dict) -> Deployed:
     return Deployed(model, normalisation["mean"], normalisation["std"]).eval()
 
 
-def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
+def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    # One metadata key: safetensors writes the metadata map in a per-process random order, and the file must
+    # be the same bytes on every export of the same weights.
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata={"handsigns": json.dumps(metadata, sort_keys=True)})
 
 
 def save_onnx(module: Deployed, image_size: int, path: Path) -> None:
@@ -41,6 +43,20 @@ def save_onnx(module: Deployed, image_size: int, path: Path) -> None:
                                     output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
                                     opset_version=OPSET, external_data=False, verbose=False)
         program.save(str(tmp), external_data=False)
+        _drop_stack_traces(tmp)
+
+
+def _drop_stack_traces(path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces: they name this checkout's absolute path, so the
+    same model exported from two clones would differ. The remaining node metadata is path-free."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(proto, str(path))
 
 
 def onnx_probabilities(path: Path, pixels: np.ndarray) -> np.ndarray:
@@ -96,8 +112,7 @@ def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
     try:
-        save_safetensors(module, staging / "model.safetensors",
-                         {"classes": json.dumps(ckpt["classes"]), "image_size": str(image_size)})
+        save_safetensors(module, staging / "model.safetensors", {"classes": ckpt["classes"], "image_size": image_size})
         save_onnx(module, image_size, staging / "model.onnx")
         check = verify(module, staging / "model.onnx", test_pixels)
         write_json(staging / "model.json", model_card(ckpt, image_size, metrics, data, check))

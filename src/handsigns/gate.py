@@ -1,9 +1,11 @@
 """``handsigns gate``: the metric regression gate of CI.
 
-Compares the workspace's quality metrics (after ``--reproduce``: a fresh ``dvc repro``) with committed ones:
-fails when val or test accuracy dropped by more than ``ci.max_accuracy_drop`` against a base revision
-(default ``main``), and with ``--exact`` when any quality metric differs at all from those committed at HEAD
-(a reproduction of the committed pipeline on the same data must give the committed figures).
+Compares the workspace's quality metrics (after ``--reproduce``: a forced ``dvc repro`` of every stage) with
+committed ones. Fails when val or test accuracy dropped by more than ``ci.max_accuracy_drop`` — read from the
+base revision's params.yaml, so a change cannot loosen its own gate — against a base revision (default
+``main``); and, with ``--exact``, when the reproduction differs at all from what HEAD commits: any quality
+metric, or the hash of any output ``dvc.lock`` records (data, index, weights, exported model, curves,
+predictions) other than ``metrics/runtime.json``, whose timings differ on every run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from handsigns.errors import UserError
+from handsigns.params import build
+from handsigns.params.ci import CIParams
 
 QUALITY_FILES = ("metrics/data.json", "metrics/train.json", "metrics/eval.json")
 GATED = ("val.accuracy", "test.accuracy")
+NOT_REPRODUCIBLE = {"metrics/runtime.json"}  # seconds and images/s: different on every run
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -30,16 +37,41 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def at_rev(rev: str, path: str) -> dict[str, Any] | None:
+def show(rev: str, path: str) -> str | None:
+    """The text of ``path`` at git revision ``rev``, or None when it is not there."""
     proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return None
-    return flatten(json.loads(proc.stdout))
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def at_rev(rev: str, path: str) -> dict[str, Any] | None:
+    text = show(rev, path)
+    return None if text is None else flatten(json.loads(text))
 
 
 def in_workspace(path: str) -> dict[str, Any] | None:
     p = Path(path)
     return flatten(json.loads(p.read_text())) if p.exists() else None
+
+
+def committed_at(rev: str) -> dict[str, dict | None]:
+    found = {p: at_rev(rev, p) for p in QUALITY_FILES}
+    if found["metrics/eval.json"] is None:
+        raise UserError(f"no metrics/eval.json committed at {rev!r}: nothing to gate against; commit a run's "
+                        "metrics/ and dvc.lock there first")
+    return found
+
+
+def max_drop_at(rev: str) -> float:
+    """``ci.max_accuracy_drop`` as params.yaml at ``rev`` sets it (the default when it has no ``ci`` section)."""
+    raw = yaml.safe_load(show(rev, "params.yaml") or "") or {}
+    return build(CIParams, raw.get("ci", {}) if isinstance(raw, dict) else {}, "ci.").max_accuracy_drop
+
+
+def lock_outs(text: str | None) -> dict[str, str]:
+    """``stage:path`` -> recorded hash of every output in a dvc.lock text."""
+    stages = (yaml.safe_load(text or "") or {}).get("stages") or {}
+    return {f"{name}:{out['path']}": str(out.get("md5") or out.get("etag") or out.get("checksum"))
+            for name, stage in stages.items() for out in stage.get("outs") or []}
 
 
 def check(base: dict[str, dict], current: dict[str, dict], max_drop: float,
@@ -65,23 +97,26 @@ def check(base: dict[str, dict], current: dict[str, dict], max_drop: float,
                 continue
             changed = sorted(k for k in set(b) | set(c or {}) if (c or {}).get(k) != b.get(k))
             if changed:
-                problems.append(f"{path} does not reproduce the committed figures: {', '.join(changed[:5])}"
-                                + (f" and {len(changed) - 5} more" if len(changed) > 5 else ""))
+                problems.append(f"{path} does not reproduce the committed figures: {_some(changed)}")
     return problems
 
 
-def committed_at(rev: str) -> dict[str, dict | None]:
-    found = {p: at_rev(rev, p) for p in QUALITY_FILES}
-    if found["metrics/eval.json"] is None:
-        raise UserError(f"no metrics/eval.json committed at {rev!r}: nothing to gate against; commit a run's "
-                        "metrics/ and dvc.lock there first")
-    return found
+def check_lock(committed: dict[str, str], current: dict[str, str]) -> list[str]:
+    """Outputs whose hash in the workspace's dvc.lock differs from HEAD's (runtime figures excepted)."""
+    changed = sorted(k for k in set(committed) | set(current)
+                     if k.split(":", 1)[1] not in NOT_REPRODUCIBLE and committed.get(k) != current.get(k))
+    return [f"dvc.lock: outputs differ from the committed run: {_some(changed)}"] if changed else []
+
+
+def _some(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def reproduce(dvc: str) -> None:
-    """``dvc repro``, its output passed through; a failed reproduction fails the gate."""
-    print("gate: dvc repro", flush=True)
-    code = subprocess.run([dvc, "repro"], check=False, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    """``dvc repro --force``: every stage runs, so no committed output is taken on trust (a clean clone holds
+    the committed metrics files, and DVC would skip a stage whose deps and outs match dvc.lock)."""
+    print("gate: dvc repro --force", flush=True)
+    code = subprocess.run([dvc, "repro", "--force"], check=False, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
                           stdout=sys.stdout, stderr=sys.stderr).returncode
     if code != 0:
         raise UserError(f"`dvc repro` failed (exit {code}): the committed pipeline does not reproduce; "
@@ -95,4 +130,9 @@ def run_gate(base_rev: str, max_drop: float, exact: bool) -> list[str]:
     if current["metrics/eval.json"] is None:
         raise UserError("metrics/eval.json not found in the workspace; reproduce the pipeline first (dvc repro, "
                         "or handsigns gate --reproduce)")
-    return check(base, current, max_drop, committed)
+    problems = check(base, current, max_drop, committed)
+    if exact:
+        lock = Path("dvc.lock")
+        problems += check_lock(lock_outs(show("HEAD", "dvc.lock")),
+                               lock_outs(lock.read_text() if lock.exists() else None))
+    return problems

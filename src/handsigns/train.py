@@ -302,15 +302,15 @@ def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device), "device_name": _cpu_model() if device.type == "cpu" else str(device),
         "cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "gpu": None, "gpu_memory_gib": None, "gpu_count": 0,  # the same keys on every run, for metrics diff
+        "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        # the same keys on every run; CUDA/cuDNN versions only where they were used (not the torch build's)
+        "cuda": None, "cudnn": None, "gpu": None, "gpu_memory_gib": None, "gpu_count": 0,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(device_name=props.name, gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    gpu_count=torch.cuda.device_count())
+                    gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
     return info
 
 
