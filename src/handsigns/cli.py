@@ -37,7 +37,8 @@ def _gate(args: argparse.Namespace) -> int:
     if args.reproduce:
         reproduce(dvc_path())
     problems = run_gate(args.base, max_drop, args.exact)
-    print(run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES]) or "(no metric changed)")
+    table = run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES])
+    print(table if len(table.splitlines()) > 2 else f"dvc metrics diff {args.base}: no quality metric changed")
     for problem in problems:
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if not problems:
