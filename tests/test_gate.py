@@ -58,6 +58,24 @@ def test_exact_gate_fails_when_the_committed_figures_do_not_reproduce(repo):
         in proc.stderr
 
 
+def test_exact_applies_only_on_the_committed_runs_machine_and_software(repo):
+    runtime = {"device": "cpu", "device_name": "AMD EPYC", "cpu_capability": "AVX512", "torch_threads": 2,
+               "torch": "2.14.1", "precision": "fp32", "train_seconds": 100.0}
+    (repo / "metrics/runtime.json").write_text(json.dumps(runtime))
+    commit(repo, "committed run with its runtime")
+    _metrics(repo, 0.99, 0.98, best_epoch=8)  # last bits moved: a different trajectory
+    (repo / "metrics/runtime.json").write_text(json.dumps({**runtime, "train_seconds": 90.0}))
+    assert gate(repo, "--exact").returncode == 1  # same machine and software: must be the same bytes
+
+    (repo / "metrics/runtime.json").write_text(json.dumps({**runtime, "torch_threads": 16}))
+    proc = gate(repo, "--exact")
+    assert proc.returncode == 0, proc.stderr
+    assert "gate: note: exact check not applicable" in proc.stdout and "torch_threads 2 -> 16" in proc.stdout
+    assert "reproduced exactly" not in proc.stdout
+    _metrics(repo, 0.99, 0.95, best_epoch=8)  # the accuracy drop is still gated there
+    assert gate(repo, "--exact").returncode == 1
+
+
 def test_gate_without_a_committed_baseline_is_one_clear_error(tmp_path):
     repo = make_project(tmp_path / "repo", {"source": "unused.zip"}, git=True)
     proc = gate(repo)
