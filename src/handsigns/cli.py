@@ -44,8 +44,9 @@ def _gate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if not problems:
-        print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}"
-              + (", HEAD's committed run reproduced exactly)" if args.exact and not notes else ")"))
+        exact = (", HEAD's committed run reproduced exactly" if not notes else
+                 f", HEAD's committed val/test accuracy reproduced within {max_drop:g}") if args.exact else ""
+        print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}{exact})")
     return 1 if problems else 0
 
 

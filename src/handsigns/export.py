@@ -52,7 +52,16 @@ def _drop_stack_traces(path: Path) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    for node in proto.graph.node:
+
+    def nodes(graph: onnx.GraphProto):
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:  # the bodies of If/Loop/Scan, should a model ever have them
+                for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    yield from nodes(sub)
+
+    every = [*nodes(proto.graph), *(n for f in proto.functions for n in f.node)]
+    for node in every:
         kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
         del node.metadata_props[:]
         node.metadata_props.extend(kept)

@@ -298,12 +298,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _library_versions() -> dict[str, str | None]:
+    """Versions of the libraries whose code shapes the outputs' bytes (decoding, curves, export)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device), "device_name": _cpu_model() if device.type == "cpu" else str(device),
         "cpu": _cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked (AVX512...)
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        **_library_versions(),
         # the same keys on every run; CUDA/cuDNN versions only where they were used (not the torch build's)
         "cuda": None, "cudnn": None, "gpu": None, "gpu_memory_gib": None, "gpu_count": 0,
     }
