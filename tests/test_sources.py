@@ -85,6 +85,16 @@ def run(source: str | Path, raw: Path, sha: str | None = None, *, retries: int =
                        download_dir=dl or raw.parent / "downloads")
 
 
+def refused(tmp_path: Path, name: str, data: bytes, match: str | None = None) -> str:
+    """Extracting archive ``name`` holding ``data`` is one UserError matching ``match`` and leaves no data/raw;
+    returns the message."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(UserError, match=match) as info:
+        run(tmp_path / name, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+    return str(info.value)
+
+
 # ------------------------------------------------------------------------------------- local sources
 
 
@@ -192,11 +202,7 @@ def test_unsupported_scheme(tmp_path):
 
 
 def test_not_an_archive(tmp_path):
-    bogus = tmp_path / "data.zip"
-    bogus.write_bytes(b"this is not an archive" * 100)
-    with pytest.raises(UserError, match="neither a zip nor a tar"):
-        run(bogus, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.zip", b"this is not an archive" * 100, "neither a zip nor a tar")
 
 
 @pytest.mark.parametrize("where", [0.01, 0.5, 0.9])
@@ -205,52 +211,32 @@ def test_damaged_zip(tmp_path, where):
     data = bytearray(zip_bytes({"big.bin": content}))
     offset = 40 + int(where * (len(data) - 200))  # inside the compressed data: CRC or inflate fails
     data[offset:offset + 10] = b"\xff" * 10
-    archive = tmp_path / "data.zip"
-    archive.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="damaged zip archive"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.zip", bytes(data), "damaged zip archive")
 
 
 def test_damaged_tar_xz(tmp_path):
     rng = np.random.default_rng(0)
     data = bytearray(tar_bytes({"big.bin": rng.bytes(20_000) + bytes(range(256)) * 400}, mode="w:xz"))
     data[len(data) // 2:len(data) // 2 + 10] = bytes(10)
-    archive = tmp_path / "data.tar.xz"
-    archive.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="damaged xz stream"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.tar.xz", bytes(data), "damaged xz stream")
 
 
 def test_truncated_tar_gz(tmp_path, payload):
     data = tar_bytes(payload)
-    archive = tmp_path / "data.tar.gz"
-    archive.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="damaged gzip stream"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.tar.gz", data[: len(data) // 2], "damaged gzip stream")
 
 
 def test_tar_gz_with_a_bad_checksum_trailer_is_refused(tmp_path, payload):
     data = bytearray(tar_bytes(payload))
     data[-8] ^= 0xFF  # gzip's CRC32 of the whole stream: tarfile alone stops before reading it
-    archive = tmp_path / "data.tar.gz"
-    archive.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="damaged gzip stream"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.tar.gz", bytes(data), "damaged gzip stream")
 
 
 def test_archive_without_files(tmp_path):
-    archive = tmp_path / "empty.zip"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("only_a_folder/", b"")
-    archive.write_bytes(buf.getvalue())
-    with pytest.raises(UserError, match="holds no files"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "empty.zip", buf.getvalue(), "holds no files")
 
 
 # -------------------------------------------------------------------------------- unsafe archives
@@ -271,22 +257,14 @@ def test_zip_slip_is_refused_before_anything_is_written(tmp_path, payload, membe
 
 def test_zip_absolute_member_is_refused(tmp_path, payload):
     target = tmp_path / "abs_evil.txt"
-    archive = tmp_path / "data.zip"
-    archive.write_bytes(zip_bytes({**payload, str(target): b"pwned"}))
-    with pytest.raises(UserError, match="absolute path") as info:
-        run(archive, tmp_path / "raw")
-    assert str(target) in str(info.value)
-    assert not target.exists() and not (tmp_path / "raw").exists()
+    assert str(target) in refused(tmp_path, "data.zip", zip_bytes({**payload, str(target): b"pwned"}), "absolute path")
+    assert not target.exists()
 
 
 @pytest.mark.parametrize("member", ["/tmp/handsigns_abs_evil.txt", "../evil.txt", "a/../../evil.txt"])
 def test_tar_escaping_member_is_refused(tmp_path, payload, member):
-    archive = tmp_path / "data.tar.gz"
-    archive.write_bytes(tar_bytes({**payload, member: b"pwned"}))
-    with pytest.raises(UserError) as info:
-        run(archive, tmp_path / "raw")
-    assert repr(member) in str(info.value)
-    assert not (tmp_path / "raw").exists() and not (tmp_path / "evil.txt").exists()
+    assert repr(member) in refused(tmp_path, "data.tar.gz", tar_bytes({**payload, member: b"pwned"}))
+    assert not (tmp_path / "evil.txt").exists()
     assert not Path("/tmp/handsigns_abs_evil.txt").exists()
 
 
@@ -297,20 +275,13 @@ def test_tar_escaping_member_is_refused(tmp_path, payload, member):
     ("pics/sub/link.png", "../../pics/../../x", "leads outside"),
 ])
 def test_tar_symlink_leading_outside_is_refused(tmp_path, payload, name, target, why):
-    archive = tmp_path / "data.tar.gz"
-    archive.write_bytes(tar_bytes(payload, extra=[link_info(name, target)]))
-    with pytest.raises(UserError, match=why) as info:
-        run(archive, tmp_path / "raw")
-    assert repr(name) in str(info.value) and repr(target) in str(info.value)
-    assert not (tmp_path / "raw").exists()
+    message = refused(tmp_path, "data.tar.gz", tar_bytes(payload, extra=[link_info(name, target)]), why)
+    assert repr(name) in message and repr(target) in message
 
 
 def test_tar_hardlink_leading_outside_is_refused(tmp_path, payload):
-    archive = tmp_path / "data.tar"
-    archive.write_bytes(tar_bytes(payload, mode="w", extra=[link_info("pics/hard", "../../secret", tarfile.LNKTYPE)]))
-    with pytest.raises(UserError, match=re.escape("'pics/hard': hard link to '../../secret' leads outside")):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    data = tar_bytes(payload, mode="w", extra=[link_info("pics/hard", "../../secret", tarfile.LNKTYPE)])
+    refused(tmp_path, "data.tar", data, re.escape("'pics/hard': hard link to '../../secret' leads outside"))
 
 
 def test_tar_hardlink_inside_the_tree_is_kept(tmp_path, payload):
@@ -326,11 +297,8 @@ def test_tar_hardlink_inside_the_tree_is_kept(tmp_path, payload):
 def test_tar_special_file_is_refused(tmp_path, payload, kind):
     info = tarfile.TarInfo("pics/device")
     info.type = kind
-    archive = tmp_path / "data.tar"
-    archive.write_bytes(tar_bytes(payload, mode="w", extra=[info]))
-    with pytest.raises(UserError, match="'pics/device': not a file, folder or link"):
-        run(archive, tmp_path / "raw")
-    assert not (tmp_path / "raw").exists()
+    refused(tmp_path, "data.tar", tar_bytes(payload, mode="w", extra=[info]),
+            "'pics/device': not a file, folder or link")
 
 
 def test_tar_link_inside_the_tree_is_kept(tmp_path, payload):
@@ -344,12 +312,8 @@ def test_tar_link_inside_the_tree_is_kept(tmp_path, payload):
 
 @pytest.mark.parametrize("target", ["../../etc/passwd", "/etc/passwd", "../../../outside"])
 def test_zip_symlink_leading_outside_is_refused(tmp_path, payload, target):
-    archive = tmp_path / "data.zip"
-    archive.write_bytes(zip_bytes(payload, links={"pics/link.png": target}))
-    with pytest.raises(UserError) as info:
-        run(archive, tmp_path / "raw")
-    assert "'pics/link.png'" in str(info.value) and repr(target) in str(info.value)
-    assert not (tmp_path / "raw").exists()
+    message = refused(tmp_path, "data.zip", zip_bytes(payload, links={"pics/link.png": target}))
+    assert "'pics/link.png'" in message and repr(target) in message
 
 
 def test_zip_chain_of_harmless_looking_links_cannot_escape(tmp_path, payload):
