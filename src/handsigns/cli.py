@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from handsigns import __version__
-from handsigns.errors import UserError, run_main
+from handsigns.errors import run_main
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -26,17 +26,16 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from handsigns.compare import dvc_path, rev_exists, run_dvc
+    from handsigns.compare import dvc_path, require_rev, run_dvc
     from handsigns.gate import QUALITY_FILES, committed_at, max_drop_at, reproduce, run_gate
 
-    if not rev_exists(args.base):
-        raise UserError(f"git revision {args.base!r} not found; pass --base with a branch, tag or commit")
+    require_rev(args.base)
     max_drop = args.max_drop if args.max_drop is not None else max_drop_at(args.base)
-    for rev in (args.base, "HEAD") if args.exact else (args.base,):
-        committed_at(rev)  # a missing baseline is one clear error before a long reproduction
+    base = committed_at(args.base)  # read before a long reproduction: a missing baseline is one clear error
+    committed = committed_at("HEAD") if args.exact else None
     if args.reproduce:
         reproduce(dvc_path())
-    problems, notes = run_gate(args.base, max_drop, args.exact)
+    problems, notes = run_gate(base, committed, max_drop)
     table = run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES])
     print(table if len(table.splitlines()) > 2 else f"dvc metrics diff {args.base}: no quality metric changed")
     for note in notes:

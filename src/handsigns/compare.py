@@ -36,16 +36,18 @@ def run_dvc(args: list[str]) -> str:
     return proc.stdout.strip()
 
 
-def rev_exists(rev: str) -> bool:
-    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                          capture_output=True, check=False).returncode == 0
+def require_rev(rev: str) -> None:
+    """A UserError unless ``rev`` names a commit of this repository."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                           capture_output=True, check=False).returncode == 0
+    if not found:
+        raise UserError(f"git revision {rev!r} not found; pass --base with a branch, tag or commit")
 
 
 def report(base: str, out: Path, plots: bool = True) -> str:
     if not Path("dvc.yaml").exists():
         raise UserError("dvc.yaml not found; run `handsigns compare` from the project root")
-    if not rev_exists(base):
-        raise UserError(f"git revision {base!r} not found; pass --base with a branch, tag or commit")
+    require_rev(base)
     params = run_dvc(["params", "diff", base, "--md"]) or "_no parameter changed_"
     quality = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--targets", "metrics/data.json",
                     "metrics/train.json", "metrics/eval.json"]) or "_no quality metric changed_"

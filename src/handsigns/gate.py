@@ -190,16 +190,16 @@ def reproduce(dvc: str) -> None:
                         "see its output above")
 
 
-def run_gate(base_rev: str, max_drop: float, exact: bool) -> tuple[list[str], list[str]]:
-    """(reasons to fail, notes)."""
-    base = committed_at(base_rev)
+def run_gate(base: dict[str, dict | None], committed: dict[str, dict | None] | None,
+             max_drop: float) -> tuple[list[str], list[str]]:
+    """(reasons to fail, notes) for the workspace's run. ``base``: :func:`committed_at` of the base revision;
+    ``committed``: that of HEAD, for the exact check (None: no exact check)."""
     current = {p: in_workspace(p) for p in QUALITY_FILES}
     if current["metrics/eval.json"] is None:
         raise UserError("metrics/eval.json not found in the workspace; reproduce the pipeline first (dvc repro, "
                         "or handsigns gate --reproduce)")
     problems, notes = check_drop(base, current, max_drop), []
-    if exact:
-        committed = committed_at("HEAD")
+    if committed is not None:
         head_lock = show("HEAD", "dvc.lock")
         work_lock = Path("dvc.lock").read_text() if Path("dvc.lock").exists() else None
         problems += check_lock_inputs(lock_inputs(head_lock), lock_inputs(work_lock))
