@@ -6,25 +6,49 @@ STAMP  := $(VENV)/.installed
 # dvc.yaml runs `python stages/...`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test gate lint bench clean-venv
+LOCK   := requirements.lock
+# The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install lock repro test gate lint bench clean-venv
 .DEFAULT_GOAL := repro
 
-# (Re)install when the project's metadata changes; the stamp keeps a second `make` instant.
-$(STAMP): pyproject.toml
+# Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
+# second `make` instant and reinstalls when the lock or the project's metadata changes.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch's CPU-only wheels from that index instead of the
+# CUDA build PyPI serves for Linux (README, "Install"); the rest still comes from the lock.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+ifdef TORCH_INDEX
+	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
+		$(LOCK) > $(VENV)/lock-without-torch.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt
+	$(BIN)/python -m pip install --quiet --index-url '$(TORCH_INDEX)' $(TORCH_PINS)
+else
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+endif
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Run the whole pipeline on the data params.yaml pins. Another copy or data set, as a DVC experiment
-# (SHA256= pins it; without, the observed hash is recorded):
+# Refresh requirements.lock after changing pyproject.toml's dependencies: one universal lock (every platform
+# and Python the project supports) with hashes; versions already locked stay unless UPGRADE=1.
+lock: $(STAMP)
+	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra dev --universal \
+		--generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
+		$(if $(UPGRADE),--upgrade) --output-file $(LOCK)
+
+# Run the whole pipeline on the data params.yaml pins (the SIGNS zip shipped in datasets/). Another copy or
+# data set, as a DVC experiment in the workspace (SHA256= pins it; without, the observed hash is recorded):
 #   make repro SOURCE=path/or/url [SHA256=...]
 # The value is quoted for DVC's -S parser (Hydra), where a bare `=`, `&` or `,` in a URL would not parse.
+# `dvc exp run -S` writes the new source into params.yaml; the last two lines say so and how to go back.
 repro: $(STAMP)
 ifdef SOURCE
 	$(BIN)/dvc exp run -S "data.source='$(SOURCE)'" -S 'data.sha256=$(or $(SHA256),null)'
+	@echo "make repro: params.yaml now names data.source $(SOURCE) (and data.sha256); the outputs are that run's"
+	@echo "make repro: back to the shipped data: git checkout -- params.yaml dvc.lock metrics data/provenance.json && make repro"
 else
 	$(if $(SHA256),$(error SHA256= pins the archive SOURCE= names; give both))$(BIN)/dvc repro
 endif

@@ -1,8 +1,9 @@
 """DVC stage `evaluate`: exact metrics of the best model on val and test.
 
-Outputs: metrics/eval.json (nested: val.accuracy, test.accuracy, ...), metrics/eval/predictions_{val,test}.csv
-(per image: actual, predicted, probability; drives the confusion-matrix plot) and
-metrics/eval/misclassified_test.png (a gallery of the test errors).
+Outputs: metrics/eval.json (the headline: val/test accuracy, macro-F1, loss) and metrics/eval/:
+per_class_{val,test}.csv (precision, recall, F1, support per class; drives the per-class F1 plot),
+predictions_{val,test}.csv (per image: actual, predicted, probability; drives the confusion matrices) and
+misclassified_test.png (a gallery of the test errors).
 """
 
 from pathlib import Path
@@ -28,14 +29,16 @@ def main() -> None:
         split = splits[name] = load_split(name, ckpt["model"]["image_size"], classes)
         if len(split) == 0:
             raise UserError(f"the {name} split is empty; check data/index/{name}.csv (dvc repro split)")
-        results[name], tables[name] = evaluate_split(model, split, classes, ckpt["normalisation"],
-                                                     hyper.evaluate.batch_size)
-    for name, table in tables.items():
-        with atomic_path(OUT_DIR / f"predictions_{name}.csv") as tmp:
-            table.to_csv(tmp, index=False, lineterminator="\n")
-        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({results[name]['errors']} errors "
-              f"of {results[name]['images']}), macro-F1 {results[name]['macro_f1']:.4f}")
-    gallery(tables["test"], splits["test"].images, OUT_DIR / "misclassified_test.png")
+        results[name], *tables[name] = evaluate_split(model, split, classes, ckpt["normalisation"],
+                                                      hyper.evaluate.batch_size)
+    for name, (per_class, predictions) in tables.items():
+        for kind, table in (("per_class", per_class), ("predictions", predictions)):
+            with atomic_path(OUT_DIR / f"{kind}_{name}.csv") as tmp:
+                table.to_csv(tmp, index=False, lineterminator="\n")
+        errors = int((predictions["actual"] != predictions["predicted"]).sum())
+        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(predictions)}), "
+              f"macro-F1 {results[name]['macro_f1']:.4f}")
+    gallery(tables["test"][1], splits["test"].images, OUT_DIR / "misclassified_test.png")
     write_json(Path("metrics/eval.json"), results)
 
 

@@ -1,7 +1,8 @@
 """DVC stage `train`: fit the network on data/index/train.csv, select the best epoch on val.
 
-Outputs: models/best.pt, models/checkpoint.pt, metrics/train.json (quality), metrics/runtime.json (timing and
-hardware) and metrics/train/ (per-epoch curves, DVCLive).
+Outputs: models/best.pt, models/checkpoint.pt, metrics/train.json (best epoch, epochs run), metrics/runtime.json
+(seconds, images/s), metrics/fingerprint.json (the machine and software that ran) and metrics/train/ (per-epoch
+curves, DVCLive).
 """
 
 from pathlib import Path
@@ -25,9 +26,10 @@ def main() -> None:
           f"{hyper.model.image_size}px, {hyper.epochs} epochs")
     with Live(str(LIVE_DIR), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         summary = fit(hyper, classes, train, val, live=live)
-    write_train_outputs(summary, Path("metrics/train.json"), Path("metrics/runtime.json"))
+    write_train_outputs(summary, Path("metrics/train.json"), Path("metrics/runtime.json"),
+                        Path("metrics/fingerprint.json"))
     q = summary["quality"]
-    print(f"train: best val accuracy {q['best_val_accuracy']:.4f} at epoch {q['best_epoch']} "
+    print(f"train: best val accuracy {summary['best']['accuracy']:.4f} at epoch {q['best_epoch']} "
           f"({q['epochs_run']} epochs, {summary['runtime']['train_seconds']:.1f} s)")
 
 

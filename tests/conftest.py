@@ -17,8 +17,8 @@ import yaml
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_ZIP_REL = "../shared/datasets/64x64_SIGNS.zip"
-REAL_ZIP = (REPO / REAL_ZIP_REL).resolve()
+SIGNS_ZIP = "datasets/64x64_SIGNS.zip"  # params.yaml's default data.source, shipped with the project
+REAL_ZIP = REPO / SIGNS_ZIP
 VENV_BIN = Path(sys.executable).parent
 
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
@@ -79,27 +79,23 @@ def write_image(path: Path, seed: int, size: int | tuple[int, int] | None = None
     return path
 
 
-@pytest.fixture(scope="session")
-def real_zip() -> Path:
-    """The real SIGNS zip, or a skip when this machine has no ../shared/datasets."""
-    if not REAL_ZIP.is_file():
-        pytest.skip(f"real SIGNS data not found at {REAL_ZIP_REL}")
-    return REAL_ZIP
-
-
 def make_project(dest: Path, data: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None,
                  git: bool = False) -> Path:
     """A throw-away copy of the project in ``dest``: stages/, src/ (dvc.yaml names its files as stage
-    dependencies), dvc.yaml, .dvcignore, .gitignore and params.yaml (the repository's, with the ``data``
-    section updated from ``data``, ``sha256`` null unless given, and other keys from ``overrides``; nested
-    dicts are merged). ``git``: also `git init` + `dvc init` and commit, as a clone would be."""
+    dependencies), datasets/ (the default data), dvc.yaml, .dvcignore, .gitignore and params.yaml (the
+    repository's, with the ``data`` section updated from ``data`` — another ``source`` gets ``sha256`` null
+    unless given — and other keys from ``overrides``; nested dicts are merged). ``git``: also `git init` +
+    `dvc init` and commit, as a clone would be."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("stages", "src"):
+    for name in ("stages", "src", "datasets"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, dest / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text()) or {}
-    params.setdefault("data", {}).update({"sha256": None, **(data or {})})  # the default pins the real zip
+    data = dict(data or {})
+    if "source" in data:  # the default's sha256 pins the shipped zip, not another source
+        data.setdefault("sha256", None)
+    params.setdefault("data", {}).update(data)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             params.setdefault(key, {}).update(value)

@@ -6,11 +6,12 @@ import sys
 from conftest import make_project, run
 
 
-def _write_metrics(repo, test_acc: float, seconds: float) -> None:
+def _write_metrics(repo, test_acc: float, seconds: float, cpu: str = "AMD EPYC") -> None:
     (repo / "metrics/train/plots/metrics/val").mkdir(parents=True, exist_ok=True)
     (repo / "metrics/train/plots/metrics/val/accuracy.tsv").write_text(f"step\taccuracy\n1\t0.5\n2\t{test_acc}\n")
     (repo / "metrics/eval.json").write_text(json.dumps({"test": {"accuracy": test_acc}, "val": {"accuracy": 0.9}}))
-    (repo / "metrics/runtime.json").write_text(json.dumps({"train_seconds": seconds, "device_name": "cpu"}))
+    (repo / "metrics/runtime.json").write_text(json.dumps({"train_seconds": seconds}))
+    (repo / "metrics/fingerprint.json").write_text(json.dumps({"device_name": cpu, "torch_threads": 2}))
 
 
 def test_compare_reports_params_metrics_and_plots(tmp_path):
@@ -18,7 +19,7 @@ def test_compare_reports_params_metrics_and_plots(tmp_path):
     _write_metrics(repo, 0.95, 100.0)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "base run"], repo)
-    _write_metrics(repo, 0.97, 80.0)
+    _write_metrics(repo, 0.97, 80.0, cpu="Intel Xeon")
     params = (repo / "params.yaml").read_text().replace("lr: 0.003", "lr: 0.01")
     (repo / "params.yaml").write_text(params)
 
@@ -32,6 +33,8 @@ def test_compare_reports_params_metrics_and_plots(tmp_path):
     assert "val.accuracy" not in quality  # unchanged metrics are left out
     runtime = text.split("## Runtime")[1].split("##")[0]
     assert "train_seconds" in runtime and "-20" in runtime
+    # The machine fingerprint is not a DVC metric (no column in `dvc exp show`), yet the report shows it.
+    assert "device_name" in runtime and "AMD EPYC" in runtime and "Intel Xeon" in runtime
     assert (repo / "out/report_plots/index.html").exists()
     assert "report_plots/index.html" in text
 

@@ -26,10 +26,9 @@ def sh(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, real_zip):
-    """The project copy after one `dvc repro split`, and that run's output."""
-    project = make_project(tmp_path_factory.mktemp("e2e") / "project",
-                           {"source": str(real_zip), "sha256": SIGNS_SHA256})
+def repro(tmp_path_factory):
+    """The project copy (default params: the shipped SIGNS zip) after one `dvc repro split`, and its output."""
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project")
     sh(["git", "init", "-q"], project)
     sh([str(DVC), "init", "-q"], project)
     first = sh([str(DVC), "repro", "split"], project)
@@ -58,11 +57,14 @@ def test_index_of_the_real_data(repro):
     assert tables["train"].sha256.is_unique and tables["val"].sha256.is_unique  # copies collapse to one
     assert json.loads((index / "classes.json").read_text())["classes"] == list("012345")
 
-    metrics = json.loads((project / "metrics" / "data.json").read_text())
+    kept = {s: len(t) for s, t in tables.items()}
+    assert json.loads((project / "metrics" / "data.json").read_text()) == {
+        "classes": 6, "images": kept, "excluded": 1200 - sum(kept.values())}
+    metrics = json.loads((project / "metrics" / "data" / "split.json").read_text())
     assert metrics["layout"] == "filename-labels" and metrics["classes"] == 6
     assert metrics["files_scanned"] == 1200
     assert metrics["cross_split_duplicates"]["test"] >= 12
-    assert metrics["cross_split_duplicates"]["test_exact"] == 12  # as measured in shared/datasets/README.md
+    assert metrics["cross_split_duplicates"]["test_exact"] == 12  # as measured in datasets/README.md
     excluded = pd.read_csv(index / "excluded.csv")
     assert set(excluded.reason) <= {"duplicate"}
     assert sum(len(t) for t in tables.values()) + len(excluded) == 1200  # every file listed exactly once

@@ -4,8 +4,9 @@ import json
 import shutil
 
 import pytest
+import yaml
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, run
+from conftest import REPO, TINY, VENV_BIN, colour_dataset, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -28,3 +29,29 @@ def test_queued_sweep_runs_in_temp_copies_and_is_listed(tmp_path):
     table = run([dvc, "exp", "show", "--md", "--only-changed"], repo).stdout
     assert "0.01" in table and "0.02" in table
     shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
+
+
+def test_make_repro_source_says_it_changed_params_yaml_and_the_way_back_works(tmp_path):
+    """`make repro SOURCE=...` runs the pipeline on other data in the workspace, and says plainly that
+    params.yaml changed and how to return; following that line restores the shipped default and its run."""
+    colour_dataset(tmp_path / "photos", classes=2, per_class=12)
+    repo = make_project(tmp_path / "repo", overrides=TINY, git=True)
+    shutil.copy2(REPO / "Makefile", repo / "Makefile")
+    venv = VENV_BIN.parent  # the test's own environment; -o keeps make from reinstalling it
+    make = ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", "repro"]
+    run(make, repo)  # the committed baseline on the shipped data, as a clone of main has it
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline run"], repo)
+    committed = {p: (repo / p).read_bytes() for p in ("params.yaml", "data/provenance.json", "metrics/eval.json")}
+
+    proc = run([*make, "SOURCE=../photos"], repo)
+    assert "Running stage 'train'" in proc.stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["data"]["source"] == "../photos" and params["data"]["sha256"] is None
+    said = [line for line in proc.stdout.splitlines() if line.startswith("make repro:")]
+    assert said[0].startswith("make repro: params.yaml now names data.source ../photos"), said
+    back = said[1].split("back to the shipped data: ", 1)[1]
+    run(["sh", "-c", back.replace("make repro", " ".join(make))], repo)
+    assert {p: (repo / p).read_bytes() for p in committed} == committed
+    changed = {line[3:] for line in run(["git", "status", "--porcelain"], repo).stdout.splitlines()}
+    assert changed <= {"metrics/runtime.json", "dvc.lock"}  # the timings of a re-run, nothing else

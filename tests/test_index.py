@@ -444,9 +444,10 @@ def test_write_index(tmp_path):
     res = build_index(raw, P(on_bad_file="skip"))
     check(raw, res)
     out, metrics = tmp_path / "data" / "index", tmp_path / "metrics" / "data.json"
+    details = tmp_path / "metrics" / "data" / "split.json"
     out.mkdir(parents=True)
     (out / "stale.csv").write_text("old")
-    write_index(res, out, metrics)
+    write_index(res, out, metrics, details)
     assert sorted(p.name for p in out.iterdir()) == ["classes.json", "duplicates.csv", "excluded.csv", "test.csv",
                                                      "train.csv", "val.csv"]
     for split in SPLITS:
@@ -455,14 +456,16 @@ def test_write_index(tmp_path):
         pd.testing.assert_frame_equal(df, res.tables[split], check_dtype=False)
     assert json.loads((out / "classes.json").read_text()) == {"classes": ["0", "1", "2"],
                                                               "layout": "filename-labels"}
-    assert json.loads(metrics.read_text()) == res.metrics
+    assert json.loads(details.read_text()) == res.metrics
+    # The headline DVC shows: a handful of numbers, every one of them also in the details.
+    assert json.loads(metrics.read_text()) == {"classes": 3, "images": res.metrics["images"], "excluded": 2}
     ex = pd.read_csv(out / "excluded.csv")
     assert list(ex.columns) == ["path", "split", "reason", "detail"]
     assert dict(zip(ex.path, ex.reason, strict=True)) == {"64x64_SIGNS/train_signs/0_IMG_bad.jpg": "unreadable",
                                                           "64x64_SIGNS/train_signs/2_IMG_x.jpg": "duplicate"}
     assert len(pd.read_csv(out / "duplicates.csv")) == 1
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    write_index(build_index(raw, P(on_bad_file="skip")), out, metrics)  # identical inputs, identical bytes
+    write_index(build_index(raw, P(on_bad_file="skip")), out, metrics, details)  # identical inputs, identical bytes
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
 
 

@@ -1,7 +1,7 @@
 """`dvc repro` of the whole pipeline on the real SIGNS data, then `dvc exp run -S lr=...`.
 
-Skipped when ../shared/datasets/64x64_SIGNS.zip is absent. Uses few epochs: this checks the wiring, not the
-accuracy (the README reports the accuracy of the default params, with the command that measures it).
+On the data the project ships (params.yaml's default source, pinned by sha256). Uses few epochs: this checks
+the wiring, not the accuracy (the README reports the accuracy of the default params, with the command that measures it).
 """
 
 import json
@@ -10,35 +10,53 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REAL_ZIP, VENV_BIN, make_project, run
+from conftest import VENV_BIN, make_project, run
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow,
-              pytest.mark.skipif(not REAL_ZIP.exists(), reason=f"real SIGNS data not found at {REAL_ZIP}")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FEW_EPOCHS = {"epochs": 3}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", {"source": str(REAL_ZIP)}, overrides=FEW_EPOCHS,
-                        git=True)
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", overrides=FEW_EPOCHS, git=True)
     run([str(VENV_BIN / "dvc"), "repro"], proj)
     return proj
 
 
 def test_repro_produces_metrics_plots_and_a_verified_model(repo):
     eval_metrics = json.loads((repo / "metrics/eval.json").read_text())
-    assert eval_metrics["test"]["images"] == 120
     assert eval_metrics["test"]["accuracy"] > 0.5  # 3 epochs: far above chance (1/6), far from converged
+    assert len(pd.read_csv(repo / "metrics/eval/predictions_test.csv")) == 120
+    assert pd.read_csv(repo / "metrics/eval/per_class_test.csv")["support"].tolist() == [20] * 6
     for rel in ("models/model.onnx", "models/model.safetensors", "models/model.json", "metrics/train.json",
-                "metrics/runtime.json", "metrics/eval/predictions_test.csv", "metrics/eval/misclassified_test.png"):
+                "metrics/runtime.json", "metrics/fingerprint.json", "metrics/data/split.json",
+                "metrics/eval/misclassified_test.png"):
         assert (repo / rel).exists(), rel
     card = json.loads((repo / "models/model.json").read_text())
     assert card["export_check"]["images"] == 120 and card["export_check"]["labels_equal"] == 120
-    shown = run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo).stdout
-    assert "test" in shown and "accuracy" in shown
     plots = run([str(VENV_BIN / "dvc"), "plots", "show", "--json"], repo).stdout
-    assert "Confusion matrix (test)" in plots and "Loss per epoch" in plots
+    for title in ("Confusion matrix (test)", "Loss per epoch", "Per-class F1 (test)"):
+        assert title in plots, title
+
+
+def test_dvc_shows_the_headline_figures_only(repo):
+    """`dvc exp show` / `dvc metrics diff` get one readable row: the headline, numbers only, ~15 columns."""
+    shown = json.loads(run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
+    files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
+
+    def leaves(obj, prefix=""):
+        if isinstance(obj, dict):
+            return [k for key, v in obj.items() for k in leaves(v, f"{prefix}{key}.")]
+        return [prefix[:-1]] if isinstance(obj, int | float) else [f"{prefix[:-1]} (not a number)"]
+
+    columns = {f"{path}:{leaf}" for path, data in files.items() for leaf in leaves(data["data"])}
+    assert columns == {
+        "metrics/data.json:classes", "metrics/data.json:excluded", "metrics/data.json:images.train",
+        "metrics/data.json:images.val", "metrics/data.json:images.test",
+        "metrics/train.json:best_epoch", "metrics/train.json:epochs_run",
+        "metrics/runtime.json:train_seconds", "metrics/runtime.json:train_images_per_s",
+        *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss"))}
 
 
 def test_second_repro_runs_nothing(repo):

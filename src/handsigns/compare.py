@@ -15,6 +15,7 @@ from pathlib import Path
 
 from handsigns.atomic import write_text
 from handsigns.errors import UserError
+from handsigns.gate import QUALITY_FILES, RUNTIME_FILES
 
 
 def dvc_path() -> str:
@@ -49,10 +50,10 @@ def report(base: str, out: Path, plots: bool = True) -> str:
         raise UserError("dvc.yaml not found; run `handsigns compare` from the project root")
     require_rev(base)
     params = run_dvc(["params", "diff", base, "--md"]) or "_no parameter changed_"
-    quality = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--targets", "metrics/data.json",
-                    "metrics/train.json", "metrics/eval.json"]) or "_no quality metric changed_"
-    runtime = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--all", "--targets",
-                    "metrics/runtime.json"]) or "_no runtime figures on either side_"
+    quality = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--targets", *QUALITY_FILES]) \
+        or "_no quality metric changed_"
+    runtime = run_dvc(["metrics", "diff", base, "--md", "--precision", "4", "--all", "--targets", *RUNTIME_FILES]) \
+        or "_no runtime figures on either side_"
     sections = [f"# handsigns: `{base}` → workspace", "## Params", params, "## Quality metrics", quality,
                 "## Runtime (hardware, software, timing)", runtime]
     if plots:

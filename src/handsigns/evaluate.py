@@ -16,7 +16,8 @@ from handsigns.train import predict_logprobs
 
 
 def evaluate_split(model: torch.nn.Module, split: Split, classes: list[str], normalisation: dict,
-                   batch_size: int) -> tuple[dict, pd.DataFrame]:
+                   batch_size: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(headline metrics, per-class table, per-image predictions) of ``model`` on ``split``."""
     mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
     logprobs = predict_logprobs(model, split.images, mean, std, torch.device("cpu"), "fp32", batch_size)
@@ -24,14 +25,14 @@ def evaluate_split(model: torch.nn.Module, split: Split, classes: list[str], nor
     probs = logprobs.exp()
     preds = probs.argmax(1)
     labels = split.labels.numpy()
-    metrics = report(labels, preds.numpy(), classes, loss)
+    metrics, per_class = report(labels, preds.numpy(), classes, loss)
     table = pd.DataFrame({
         "path": split.paths,
         "actual": [classes[i] for i in labels],
         "predicted": [classes[i] for i in preds.tolist()],
         "probability": probs.max(1).values.numpy().round(6),
     })
-    return metrics, table
+    return metrics, per_class, table
 
 
 def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> int:

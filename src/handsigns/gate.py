@@ -7,8 +7,9 @@ ones:
   ``ci.max_accuracy_drop``, read from the base's params.yaml so a change cannot loosen its own gate;
 - with ``--exact``, against what HEAD commits: ``dvc.lock`` must record HEAD's own code and params (a run was
   committed after the last change), and the run must reproduce HEAD's figures — to the byte (every quality
-  metric, every output hash in ``dvc.lock`` but ``metrics/runtime.json``'s) when it ran on the same machine and
-  software as the committed run, else within ``ci.max_accuracy_drop`` for val and test accuracy, with a note.
+  metric, every output hash in ``dvc.lock`` but the runtime files') when it ran on the same machine and
+  software as the committed run (``metrics/fingerprint.json``), else within ``ci.max_accuracy_drop`` for val
+  and test accuracy, with a note.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from handsigns.params import build
 from handsigns.params.ci import CIParams
 
 QUALITY_FILES = ("metrics/data.json", "metrics/train.json", "metrics/eval.json")
-RUNTIME_FILE = "metrics/runtime.json"
+FINGERPRINT_FILE = "metrics/fingerprint.json"
+# Outputs that describe how a run went, not what it computed: their hashes differ from run to run or machine to
+# machine (seconds; CPU model, kernel version), so the exact check leaves them out.
+RUNTIME_FILES = ("metrics/runtime.json", FINGERPRINT_FILE)
 GATED = ("val.accuracy", "test.accuracy")
-# What decides the floating-point result of a run (keys of runtime.json): the same values give the same bytes;
-# other kernels, thread counts or library versions give other, equally valid, last bits.
+# What decides the floating-point result of a run (keys of fingerprint.json): the same values give the same
+# bytes; other kernels, thread counts or library versions give other, equally valid, last bits.
 FINGERPRINT = ("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision", "gpu", "cuda",
                "cudnn", "numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
 
@@ -158,14 +162,14 @@ def check_lock_inputs(committed: dict[str, str], current: dict[str, str]) -> lis
 
 
 def check_lock_outs(committed: dict[str, str], current: dict[str, str]) -> list[str]:
-    """Outputs whose hash in the workspace's dvc.lock differs from HEAD's (runtime figures excepted)."""
+    """Outputs whose hash in the workspace's dvc.lock differs from HEAD's (runtime files excepted)."""
     changed = sorted(k for k in set(committed) | set(current)
-                     if k.split(":", 1)[1] != RUNTIME_FILE and committed.get(k) != current.get(k))
+                     if k.split(":", 1)[1] not in RUNTIME_FILES and committed.get(k) != current.get(k))
     return [f"dvc.lock: outputs differ from the committed run: {_some(changed)}"] if changed else []
 
 
 def fingerprint_changes(committed: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
-    """How the machine/software of the workspace's run differs from the committed run's (runtime.json)."""
+    """How the machine/software of the workspace's run differs from the committed run's (fingerprint.json)."""
     if not committed or not current:
         return []
     return [f"{k} {committed.get(k)!r} -> {current.get(k)!r}"
@@ -203,7 +207,7 @@ def run_gate(base: dict[str, dict | None], committed: dict[str, dict | None] | N
         head_lock = show("HEAD", "dvc.lock")
         work_lock = Path("dvc.lock").read_text() if Path("dvc.lock").exists() else None
         problems += check_lock_inputs(lock_inputs(head_lock), lock_inputs(work_lock))
-        moved = fingerprint_changes(at_rev("HEAD", RUNTIME_FILE), in_workspace(RUNTIME_FILE))
+        moved = fingerprint_changes(at_rev("HEAD", FINGERPRINT_FILE), in_workspace(FINGERPRINT_FILE))
         if moved:
             notes.append(f"not the committed run's machine or software ({_some(moved, 3)}): its last bits may "
                          f"differ, so HEAD's val/test accuracy is held to within {max_drop:g} of this run instead "

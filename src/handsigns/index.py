@@ -428,12 +428,18 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     return IndexResult(tables, classes, layout, duplicates, excluded, metrics)
 
 
-def write_index(result: IndexResult, out_dir: Path, metrics_path: Path) -> None:
+def headline(metrics: dict) -> dict:
+    """The few figures DVC shows as metrics (``dvc exp show`` columns): classes, images per split, files
+    excluded. The full report (per class, duplicates and leaks by kind) is the split stage's details file."""
+    return {"classes": metrics["classes"], "images": metrics["images"], "excluded": sum(metrics["excluded"].values())}
+
+
+def write_index(result: IndexResult, out_dir: Path, metrics_path: Path, details_path: Path) -> None:
     with atomic_dir(out_dir) as tmp:
         for split, df in result.tables.items():
             df.to_csv(tmp / f"{split}.csv", index=False, lineterminator="\n")
         result.duplicates.to_csv(tmp / "duplicates.csv", index=False, lineterminator="\n")
         result.excluded.to_csv(tmp / "excluded.csv", index=False, lineterminator="\n")
         write_json(tmp / "classes.json", {"classes": result.classes, "layout": result.layout})
-    write_json(metrics_path, result.metrics)
-
+    write_json(details_path, result.metrics)
+    write_json(metrics_path, headline(result.metrics))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -10,28 +11,19 @@ def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.nda
     return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else 0.0
+def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
-def report(labels: np.ndarray, preds: np.ndarray, classes: list[str], loss: float) -> dict:
-    """accuracy, loss, macro-F1 and per-class precision/recall/F1/support; floats rounded to 6 places."""
+def report(labels: np.ndarray, preds: np.ndarray, classes: list[str], loss: float) -> tuple[dict, pd.DataFrame]:
+    """The headline figures (accuracy, macro-F1, loss: DVC metrics, few enough for one table row) and the
+    per-class table (class, precision, recall, f1, support: a committed file and a plot). Rounded to 6 places."""
     m = confusion(labels, preds, len(classes))
-    tp = np.diag(m)
-    per_class = {}
-    f1s = []
-    for k, name in enumerate(classes):
-        precision = _ratio(tp[k], m[:, k].sum())
-        recall = _ratio(tp[k], m[k, :].sum())
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        f1s.append(f1)
-        per_class[name] = {"precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6),
-                           "support": int(m[k, :].sum())}
-    return {
-        "images": len(labels),
-        "accuracy": round(_ratio(tp.sum(), len(labels)), 6),
-        "errors": int(len(labels) - tp.sum()),
-        "loss": round(loss, 6),
-        "macro_f1": round(float(np.mean(f1s)), 6),
-        "per_class": per_class,
-    }
+    tp = np.diag(m).astype(float)
+    precision, recall = _ratios(tp, m.sum(0)), _ratios(tp, m.sum(1))
+    f1 = _ratios(2 * precision * recall, precision + recall)
+    per_class = pd.DataFrame({"class": classes, "precision": precision.round(6), "recall": recall.round(6),
+                              "f1": f1.round(6), "support": m.sum(1)})
+    headline = {"accuracy": round(float(tp.sum() / len(labels)) if len(labels) else 0.0, 6),
+                "macro_f1": round(float(f1.mean()), 6), "loss": round(loss, 6)}
+    return headline, per_class

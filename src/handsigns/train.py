@@ -247,12 +247,11 @@ def fit(hyper: Hyper, classes: list[str], train: Split, val: Split, live=None,
             break
     seconds = time.perf_counter() - started
     return {
-        "quality": {"best_epoch": best["epoch"], "best_val_accuracy": round(best["accuracy"], 6),
-                    "best_val_loss": round(best["loss"], 6), "epochs_run": epochs_run,
-                    "final_train_loss": round(tr.loss, 6), "final_train_accuracy": round(tr.accuracy, 6)},
+        "quality": {"best_epoch": best["epoch"], "epochs_run": epochs_run},
+        "best": {"accuracy": best["accuracy"], "loss": best["loss"]},
         "runtime": {"train_seconds": round(seconds, 3),
-                    "train_images_per_s": round(epochs_run * len(train) / seconds, 1),
-                    "precision": precision, **hardware(device)},
+                    "train_images_per_s": round(epochs_run * len(train) / seconds, 1)},
+        "fingerprint": {"precision": precision, **hardware(device)},
     }
 
 
@@ -329,6 +328,9 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def write_train_outputs(summary: dict, metrics_path: Path, runtime_path: Path) -> None:
+def write_train_outputs(summary: dict, metrics_path: Path, runtime_path: Path, fingerprint_path: Path) -> None:
+    """Quality (best epoch, epochs run) and speed are DVC metrics; the fingerprint of the machine and software
+    that ran (strings mostly) is a committed file beside them, read by ``handsigns gate``."""
     write_json(metrics_path, summary["quality"])
     write_json(runtime_path, summary["runtime"])
+    write_json(fingerprint_path, summary["fingerprint"])
