@@ -36,7 +36,7 @@ install: $(STAMP)
 # and Python the project supports) with hashes; versions already locked stay unless UPGRADE=1.
 lock: $(STAMP)
 	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra dev --universal \
-		--generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
+		--python-version 3.11 --generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
 		$(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 # Run the whole pipeline on the data params.yaml pins (the SIGNS zip shipped in datasets/). Another copy or
