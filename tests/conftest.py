@@ -17,8 +17,6 @@ import yaml
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-SIGNS_ZIP = "datasets/64x64_SIGNS.zip"  # params.yaml's default data.source, shipped with the project
-REAL_ZIP = REPO / SIGNS_ZIP
 VENV_BIN = Path(sys.executable).parent
 
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
