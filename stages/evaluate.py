@@ -24,21 +24,22 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError("data/index/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results, tables, splits = {}, {}, {}
+    results, per_class, predictions, splits = {}, {}, {}, {}
     for name in ("val", "test"):  # everything computed before anything is written
         split = splits[name] = load_split(name, ckpt["model"]["image_size"], classes)
         if len(split) == 0:
             raise UserError(f"the {name} split is empty; check data/index/{name}.csv (dvc repro split)")
-        results[name], *tables[name] = evaluate_split(model, split, classes, ckpt["normalisation"],
-                                                      hyper.evaluate.batch_size)
-    for name, (per_class, predictions) in tables.items():
-        for kind, table in (("per_class", per_class), ("predictions", predictions)):
+        results[name], per_class[name], predictions[name] = evaluate_split(
+            model, split, classes, ckpt["normalisation"], hyper.evaluate.batch_size)
+    for name in results:
+        for kind, table in (("per_class", per_class[name]), ("predictions", predictions[name])):
             with atomic_path(OUT_DIR / f"{kind}_{name}.csv") as tmp:
                 table.to_csv(tmp, index=False, lineterminator="\n")
-        errors = int((predictions["actual"] != predictions["predicted"]).sum())
-        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(predictions)}), "
+        table = predictions[name]
+        errors = int((table["actual"] != table["predicted"]).sum())
+        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
               f"macro-F1 {results[name]['macro_f1']:.4f}")
-    gallery(tables["test"][1], splits["test"].images, OUT_DIR / "misclassified_test.png")
+    gallery(predictions["test"], splits["test"].images, OUT_DIR / "misclassified_test.png")
     write_json(Path("metrics/eval.json"), results)
 
 
