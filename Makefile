@@ -1,4 +1,4 @@
-# handsigns: two commands on a fresh machine — `make repro` and `make test`.
+# handsigns: two commands on a fresh machine — `make repro` and `make test`. The targets: README, "Everyday commands".
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,19 +8,19 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TORCH_PINS := torch==2.14.1
 
-.PHONY: install lock repro test gate lint bench clean-venv
+.PHONY: install lock repro test test-all gate lint check-workflows bench clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
 # second `make` instant and reinstalls when the lock or the project's metadata changes.
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch's CPU-only wheels from that index instead of the
-# CUDA build PyPI serves for Linux (README, "Install"); the rest still comes from the lock.
+# CUDA build PyPI serves for Linux (docs/install.md); the rest still comes from the lock.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 ifdef TORCH_INDEX
-	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
+	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
 		$(LOCK) > $(VENV)/lock-without-torch.txt
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt
 	$(BIN)/python -m pip install --quiet --index-url '$(TORCH_INDEX)' $(TORCH_PINS)
@@ -53,8 +53,14 @@ else
 	$(if $(SHA256),$(error SHA256= pins the archive SOURCE= names; give both))$(BIN)/dvc repro
 endif
 
+# `make test`, the edit-and-test loop (under a minute): every test not marked slow or e2e. `make test-all` (what
+# .ci/run runs): those first, to fail fast, then the slow and end-to-end ones: every test, each once.
+FAST := not slow and not e2e
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m '$(FAST)' $(PYTEST_ARGS)
+
+test-all: test
+	$(BIN)/python -m pytest -m 'not ($(FAST))' $(PYTEST_ARGS)
 
 # The metric regression gate (.ci/run): run every stage, print `dvc metrics diff $(GATE_BASE)`, fail when
 # val/test accuracy dropped by more than ci.max_accuracy_drop or HEAD's committed run does not reproduce.
@@ -64,6 +70,13 @@ gate: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The GitHub workflow, checked statically (nothing here can run it): its schema, then zizmor's security audits
+# (unpinned actions, token permissions, persisted credentials, template injection), offline.
+check-workflows: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline .github/workflows
 
 bench: $(STAMP)
 	$(BIN)/python bench/split_scaling.py

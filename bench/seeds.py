@@ -47,16 +47,24 @@ def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     for stage in ("train", "evaluate"):
-        proc = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, capture_output=True, text=True
+        )
         if proc.returncode:
             raise SystemExit(f"seed {seed}: stage {stage} failed:\n{proc.stderr[-2000:]}")
     train = json.loads((workdir / "metrics/train.json").read_text())
     ev = json.loads((workdir / "metrics/eval.json").read_text())
     runtime = json.loads((workdir / "metrics/runtime.json").read_text())
     test = pd.read_csv(workdir / "metrics/eval/predictions_test.csv", dtype=str)
-    return {"seed": seed, **train, "val": ev["val"], "test": ev["test"], "test_images": len(test),
-            "test_errors": int((test["actual"] != test["predicted"]).sum()), "seconds": runtime["train_seconds"]}
+    return {
+        "seed": seed,
+        **train,
+        "val": ev["val"],
+        "test": ev["test"],
+        "test_images": len(test),
+        "test_errors": int((test["actual"] != test["predicted"]).sum()),
+        "seconds": runtime["train_seconds"],
+    }
 
 
 def main() -> None:
@@ -73,9 +81,11 @@ def main() -> None:
     print("| seed | best epoch | epochs run | val accuracy | test accuracy | test errors | test macro-F1 | train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['seed']} | {r['best_epoch']} | {r['epochs_run']} | {r['val']['accuracy']:.4f} | "
-              f"{r['test']['accuracy']:.4f} | {r['test_errors']}/{r['test_images']} | "
-              f"{r['test']['macro_f1']:.4f} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['seed']} | {r['best_epoch']} | {r['epochs_run']} | {r['val']['accuracy']:.4f} | "
+            f"{r['test']['accuracy']:.4f} | {r['test_errors']}/{r['test_images']} | "
+            f"{r['test']['macro_f1']:.4f} | {r['seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from handsigns.index import build_index, candidate_pairs, discover, max_distance, near_pairs, read_images
 from handsigns.params.data import DataParams
+from handsigns.split import build_index, candidate_pairs, discover, max_distance, near_pairs, read_images
 
 CLASSES = 10
 SIZE = 24
@@ -73,13 +73,14 @@ def brute_force_pairs(hashes: np.ndarray, max_dist: int, block: int = 1024) -> l
     inv = 1.0 - bits
     out = []
     for start in range(0, len(bits), block):
-        b = bits[start:start + block]
+        b = bits[start : start + block]
         dist = b @ inv.T + (1.0 - b) @ bits.T  # Hamming distance = ones where exactly one bit is set
         i, j = np.nonzero(dist <= max_dist)
         i = i + start
         keep = i < j
-        out.extend(zip(i[keep].tolist(), j[keep].tolist(), dist[i[keep] - start, j[keep]].astype(int).tolist(),
-                       strict=True))
+        out.extend(
+            zip(i[keep].tolist(), j[keep].tolist(), dist[i[keep] - start, j[keep]].astype(int).tolist(), strict=True)
+        )
     return sorted(out)
 
 
@@ -108,8 +109,10 @@ def main() -> None:
     args = ap.parse_args()
     params = DataParams(source="bench")
     max_dist = max_distance(params.near_duplicate_similarity)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {SIZE}x{SIZE} PNG, {CLASSES} classes, "
-          f"~{DUP_RATE:.0%} exact and ~{NEAR_RATE:.0%} near copies planted; near = Hamming <= {max_dist} of 256")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {SIZE}x{SIZE} PNG, {CLASSES} classes, "
+        f"~{DUP_RATE:.0%} exact and ~{NEAR_RATE:.0%} near copies planted; near = Hamming <= {max_dist} of 256"
+    )
 
     with tempfile.TemporaryDirectory(prefix="handsigns-bench-") as tmp:
         warm = Path(tmp) / "warm"
@@ -121,8 +124,10 @@ def main() -> None:
         print("the same hashes; candidates: pairs sharing a hash chunk, which near_pairs compares (about")
         print("N^2 / 2 * 18 / 2^14 for independent bits: linear only while the 2^14 buckets are sparse)\n")
 
-        print(f"{'N':>7} {'index s':>8} {'s/1000':>7} {'near_pairs s':>12} {'candidates':>11} "
-              f"{'exact found':>12} {'near found':>11}")
+        print(
+            f"{'N':>7} {'index s':>8} {'s/1000':>7} {'near_pairs s':>12} {'candidates':>11} "
+            f"{'exact found':>12} {'near found':>11}"
+        )
         timings: dict[int, float] = {}
         near_timings: dict[int, float] = {}
         for n in args.sizes:
@@ -139,9 +144,12 @@ def main() -> None:
                 fast = near_pairs(hashes, max_dist)
                 near_timings[n] = min(near_timings[n], time.perf_counter() - t0)
             pairs = res.metrics["duplicate_pairs"]
-            print(f"{n:>7} {timings[n]:>8.2f} {timings[n] / n * 1000:>7.3f} {near_timings[n]:>12.2f} "
-                  f"{count_candidates(hashes, max_dist):>11,} {pairs['exact']:>5} of {planted['exact']:<4} "
-                  f"{pairs['near']:>4} of {planted['near']:<4}", flush=True)
+            print(
+                f"{n:>7} {timings[n]:>8.2f} {timings[n] / n * 1000:>7.3f} {near_timings[n]:>12.2f} "
+                f"{count_candidates(hashes, max_dist):>11,} {pairs['exact']:>5} of {planted['exact']:<4} "
+                f"{pairs['near']:>4} of {planted['near']:<4}",
+                flush=True,
+            )
             if n == args.check_n:
                 t0 = time.perf_counter()
                 brute = brute_force_pairs(hashes, max_dist)
@@ -151,15 +159,19 @@ def main() -> None:
         sizes = sorted(timings)
         print()
         for a, b in itertools.pairwise(sizes):
-            print(f"t({b})/t({a}) = {timings[b] / timings[a]:.2f} for build_index, "
-                  f"{near_timings[b] / near_timings[a]:.2f} for near_pairs  (N ratio {b / a:g}: linear would be "
-                  f"{b / a:.2f})")
+            print(
+                f"t({b})/t({a}) = {timings[b] / timings[a]:.2f} for build_index, "
+                f"{near_timings[b] / near_timings[a]:.2f} for near_pairs  (N ratio {b / a:g}: linear would be "
+                f"{b / a:.2f})"
+            )
 
         if args.check_n in timings:
             n, m, fast_s, fast, brute_s, brute = check
             same = fast == brute
-            print(f"\nnear_pairs on the {m} distinct hashes of N={n}: multi-index {fast_s:.3f} s, brute force over "
-                  f"all {m * (m - 1) // 2:,} pairs {brute_s:.3f} s; {len(fast)} pairs, identical: {same}")
+            print(
+                f"\nnear_pairs on the {m} distinct hashes of N={n}: multi-index {fast_s:.3f} s, brute force over "
+                f"all {m * (m - 1) // 2:,} pairs {brute_s:.3f} s; {len(fast)} pairs, identical: {same}"
+            )
             if not same:
                 print(f"  only multi-index: {sorted(set(fast) - set(brute))[:10]}")
                 print(f"  only brute force: {sorted(set(brute) - set(fast))[:10]}")

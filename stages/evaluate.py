@@ -6,41 +6,42 @@ predictions_{val,test}.csv (per image: actual, predicted, probability; drives th
 misclassified_test.png (a gallery of the test errors).
 """
 
-from pathlib import Path
-
-from handsigns.atomic import atomic_path, write_json
-from handsigns.data import load_split, read_classes
+from handsigns.checkpoint import load_model
+from handsigns.dataset import load_split, read_classes
 from handsigns.errors import UserError, run_main
 from handsigns.evaluate import evaluate_split, gallery
-from handsigns.params.train import load_hyper
-from handsigns.train import BEST, load_model
-
-OUT_DIR = Path("metrics/eval")
+from handsigns.files import atomic_path, write_json
+from handsigns.params import load
+from handsigns.params.recipe import RecipeParams
+from handsigns.paths import BEST, EVAL_DETAILS, EVAL_METRICS, INDEX
 
 
 def main() -> None:
-    hyper = load_hyper()
+    recipe = load(RecipeParams)
     model, ckpt = load_model(BEST)
     classes = read_classes()
     if classes != ckpt["classes"]:
-        raise UserError("data/index/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
+        raise UserError(f"{INDEX}/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
     results, per_class, predictions, splits = {}, {}, {}, {}
     for name in ("val", "test"):  # everything computed before anything is written
         split = splits[name] = load_split(name, ckpt["model"]["image_size"], classes)
         if len(split) == 0:
-            raise UserError(f"the {name} split is empty; check data/index/{name}.csv (dvc repro split)")
+            raise UserError(f"the {name} split is empty; check {INDEX}/{name}.csv (dvc repro split)")
         results[name], per_class[name], predictions[name] = evaluate_split(
-            model, split, classes, ckpt["normalisation"], hyper.evaluate.batch_size)
+            model, split, classes, recipe.evaluate.batch_size
+        )
     for name in results:
         for kind, table in (("per_class", per_class[name]), ("predictions", predictions[name])):
-            with atomic_path(OUT_DIR / f"{kind}_{name}.csv") as tmp:
+            with atomic_path(EVAL_DETAILS / f"{kind}_{name}.csv") as tmp:
                 table.to_csv(tmp, index=False, lineterminator="\n")
         table = predictions[name]
         errors = int((table["actual"] != table["predicted"]).sum())
-        print(f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
-              f"macro-F1 {results[name]['macro_f1']:.4f}")
-    gallery(predictions["test"], splits["test"].images, OUT_DIR / "misclassified_test.png")
-    write_json(Path("metrics/eval.json"), results)
+        print(
+            f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
+            f"macro-F1 {results[name]['macro_f1']:.4f}"
+        )
+    gallery(predictions["test"], splits["test"].images, EVAL_DETAILS / "misclassified_test.png")
+    write_json(EVAL_METRICS, results)
 
 
 if __name__ == "__main__":

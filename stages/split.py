@@ -5,28 +5,24 @@ headline: classes, images per split, files excluded) and metrics/data/split.json
 duplicates and leaks by kind, exclusions by reason).
 """
 
-from pathlib import Path
-
 from handsigns.errors import run_main
-from handsigns.index import SPLITS, build_index, write_index
-from handsigns.params import load_section
+from handsigns.params import load
 from handsigns.params.data import DataParams
-
-RAW_DIR = Path("data/raw")
-INDEX_DIR = Path("data/index")
-METRICS = Path("metrics/data.json")
-DETAILS = Path("metrics/data/split.json")
+from handsigns.paths import DATA_METRICS, INDEX, RAW, SPLIT_REPORT
+from handsigns.split import SPLITS, build_index, write_index
 
 
 def main() -> None:
-    result = build_index(RAW_DIR, load_section("data", DataParams))
-    write_index(result, INDEX_DIR, METRICS, DETAILS)
+    result = build_index(RAW, load(DataParams))
+    write_index(result, INDEX, DATA_METRICS, SPLIT_REPORT)
     m = result.metrics
     counts = ", ".join(f"{s} {m['images'][s]}" for s in SPLITS)
     print(f"split: {m['classes']} classes ({result.layout}); {counts}")
-    print(f"split: test images with a copy in train/val: {m['cross_split_duplicates']['test']} "
-          f"({m['cross_split_duplicates']['test_exact']} byte-identical); excluded: "
-          + ", ".join(f"{k} {v}" for k, v in m["excluded"].items() if v))
+    print(
+        f"split: test images with a copy in train/val: {m['cross_split_duplicates']['test']} "
+        f"({m['cross_split_duplicates']['test_exact']} byte-identical); excluded: "
+        + ", ".join(f"{k} {v}" for k, v in m["excluded"].items() if v)
+    )
 
 
 if __name__ == "__main__":

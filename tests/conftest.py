@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
-    "seed": 0, "lr": 0.01, "epochs": 2, "batch_size": 16,
+    "seed": 0,
+    "lr": 0.01,
+    "epochs": 2,
+    "batch_size": 16,
     "model": {"image_size": 16, "num_channels": 4},
     "evaluate": {"batch_size": 64},
 }
@@ -67,8 +70,16 @@ def encode(arr: np.ndarray, fmt: str = "PNG", *, mode: str = "RGB", **save_kw: A
     return buf.getvalue()
 
 
-def write_image(path: Path, seed: int, size: int | tuple[int, int] | None = None, *, mode: str = "RGB",
-                kind: str = "smooth", fmt: str | None = None, **save_kw: Any) -> Path:
+def write_image(
+    path: Path,
+    seed: int,
+    size: int | tuple[int, int] | None = None,
+    *,
+    mode: str = "RGB",
+    kind: str = "smooth",
+    fmt: str | None = None,
+    **save_kw: Any,
+) -> Path:
     """Write a generated image to ``path`` (format from the extension unless ``fmt``); return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +88,9 @@ def write_image(path: Path, seed: int, size: int | tuple[int, int] | None = None
     return path
 
 
-def make_project(dest: Path, data: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None,
-                 git: bool = False) -> Path:
+def make_project(
+    dest: Path, data: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None, git: bool = False
+) -> Path:
     """A throw-away copy of the project in ``dest``: stages/, src/ (dvc.yaml names its files as stage
     dependencies), datasets/ (the default data), dvc.yaml, .dvcignore, .gitignore and params.yaml (the
     repository's, with the ``data`` section updated from ``data`` — another ``source`` gets ``sha256`` null
@@ -101,10 +113,15 @@ def make_project(dest: Path, data: dict[str, Any] | None = None, *, overrides: d
             params[key] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if git:
-        for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.invalid"],
-                    ["git", "config", "user.name", "test"], [str(VENV_BIN / "dvc"), "init", "-q"],
-                    [str(VENV_BIN / "dvc"), "config", "core.analytics", "false"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "project"]):
+        for cmd in (
+            ["git", "init", "-q"],
+            ["git", "config", "user.email", "test@example.invalid"],
+            ["git", "config", "user.name", "test"],
+            [str(VENV_BIN / "dvc"), "init", "-q"],
+            [str(VENV_BIN / "dvc"), "config", "core.analytics", "false"],
+            ["git", "add", "-A"],
+            ["git", "commit", "-qm", "project"],
+        ):
             run(cmd, dest)
     return dest
 
@@ -118,14 +135,28 @@ def project_env(**extra: str) -> dict[str, str]:
 
 def run_stage(project: Path, stage: str, *, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """Run ``stages/<stage>.py`` with this interpreter in ``project``; never raises on a non-zero exit."""
-    return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=project, env=project_env(**env),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, f"stages/{stage}.py"],
+        cwd=project,
+        env=project_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``cmd`` in ``cwd`` with the venv first on PATH; with ``check``, fail the test with its output."""
-    proc = subprocess.run(cmd, cwd=cwd, env=project_env(PYTHONUNBUFFERED="1"), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=project_env(PYTHONUNBUFFERED="1"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -149,8 +180,10 @@ def assert_user_error_exit(proc: subprocess.CompletedProcess, *fragments: str) -
 @pytest.fixture
 def stage_project(tmp_path: Path) -> Callable[..., Path]:
     """``stage_project(data={...})`` builds a temp project (see :func:`make_project`) and returns its path."""
+
     def make(data: dict[str, Any] | None = None, name: str = "project", **kw: Any) -> Path:
         return make_project(tmp_path / name, data, **kw)
+
     return make
 
 
@@ -164,6 +197,6 @@ def colour_dataset(root: Path, classes: int = 3, per_class: int = 30, size: int 
         for i in range(per_class):
             img = rng.integers(0, 90, (size, size, 3)).astype(np.uint8)
             y, x = rng.integers(0, size // 2, 2)
-            img[y:y + size // 2, x:x + size // 2] = palette[k % len(palette)]
+            img[y : y + size // 2, x : x + size // 2] = palette[k % len(palette)]
             Image.fromarray(img).save(d / f"{k}_{i:03d}.png")
     return root

@@ -3,7 +3,11 @@
 import json
 import sys
 
+import pytest
+
 from conftest import make_project, run
+
+pytestmark = pytest.mark.slow  # DVC subprocesses on a git repository
 
 
 def _write_metrics(repo, test_acc: float, seconds: float, cpu: str = "AMD EPYC") -> None:
@@ -43,5 +47,6 @@ def test_compare_with_an_unknown_base_is_one_clear_error(tmp_path):
     repo = make_project(tmp_path / "repo", {"source": "unused.zip"}, git=True)
     proc = run([sys.executable, "-m", "handsigns.cli", "compare", "--base", "no-such-branch"], repo, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: git revision 'no-such-branch' not found; pass --base with a branch, "
-                                   "tag or commit")
+    assert proc.stderr.strip() == (
+        "error: git revision 'no-such-branch' not found; pass --base with a branch, tag or commit"
+    )

@@ -19,8 +19,7 @@ SIGNS_SHA256 = "c632a4c898bf11cc3703e614a87a60a90d65959d6bbcdf3e815129d8885cf170
 
 
 def sh(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -59,7 +58,10 @@ def test_index_of_the_real_data(repro):
 
     kept = {s: len(t) for s, t in tables.items()}
     assert json.loads((project / "metrics" / "data.json").read_text()) == {
-        "classes": 6, "images": kept, "excluded": 1200 - sum(kept.values())}
+        "classes": 6,
+        "images": kept,
+        "excluded": 1200 - sum(kept.values()),
+    }
     metrics = json.loads((project / "metrics" / "data" / "split.json").read_text())
     assert metrics["layout"] == "filename-labels" and metrics["classes"] == 6
     assert metrics["files_scanned"] == 1200

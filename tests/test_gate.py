@@ -1,4 +1,6 @@
-"""`handsigns gate`: the metric regression gate against committed metrics (what `.ci/run` runs)."""
+"""`handsigns gate` end to end: the CLI on real git repositories with committed metrics (what `.ci/run` runs).
+
+Slow (a git repository and DVC per test); the rules themselves, in process: tests/test_gate_rules.py."""
 
 import json
 import sys
@@ -8,6 +10,8 @@ import pytest
 import yaml
 
 from conftest import TINY, colour_dataset, make_project, run
+
+pytestmark = pytest.mark.slow
 
 
 def _metrics(repo, val: float, test: float, best_epoch: int = 7) -> None:
@@ -63,12 +67,22 @@ def test_exact_gate_fails_when_the_committed_figures_do_not_reproduce(repo):
     assert gate(repo, "--exact").returncode == 0  # the committed files themselves reproduce
     _metrics(repo, 0.99, 0.98, best_epoch=8)
     proc = gate(repo, "--exact")
-    assert proc.returncode == 1 and "metrics/train.json does not reproduce the committed figures: best_epoch" \
-        in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "metrics/train.json does not reproduce the committed figures: best_epoch" in proc.stderr
+    )
 
 
-FINGERPRINT = {"device": "cpu", "device_name": "AMD EPYC", "cpu_capability": "AVX512", "torch_threads": 2,
-               "torch": "2.14.1", "precision": "fp32", "pillow": "13.0.0", "platform": "Linux-6.1"}
+FINGERPRINT = {
+    "device": "cpu",
+    "device_name": "AMD EPYC",
+    "cpu_capability": "AVX512",
+    "torch_threads": 2,
+    "torch": "2.14.1",
+    "precision": "fp32",
+    "pillow": "13.0.0",
+    "platform": "Linux-6.1",
+}
 
 
 def _runtime(repo, train_seconds: float = 100.0, **changes) -> None:
@@ -99,8 +113,10 @@ def test_elsewhere_committed_accuracy_is_held_to_the_threshold_instead(repo, cha
     assert "val/test accuracy reproduced within 0.01" in proc.stdout and "reproduced exactly" not in proc.stdout
     _metrics(repo, 0.99, 0.95, best_epoch=8)  # and a real drop still fails there
     proc = gate(repo, "--exact")
-    assert proc.returncode == 1 and "HEAD's committed test.accuracy 0.9800 is not reproduced: this run gives " \
-        "0.9500" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and "HEAD's committed test.accuracy 0.9800 is not reproduced: this run gives 0.9500" in proc.stderr
+    )
 
 
 def test_inflated_committed_accuracy_from_another_machine_fails(repo):
@@ -150,11 +166,11 @@ def test_max_drop_override_must_be_a_fraction(repo, value):
 def test_unknown_base_is_one_clear_error(repo):
     proc = gate(repo, base="no-such-branch")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: git revision 'no-such-branch' not found; pass --base with a branch, "
-                                   "tag or commit")
+    assert proc.stderr.strip() == (
+        "error: git revision 'no-such-branch' not found; pass --base with a branch, tag or commit"
+    )
 
 
-@pytest.mark.slow
 def test_reproducing_gate_on_a_clean_clone_passes_then_catches_forgery_and_regression(tmp_path):
     """The CI gate end to end on generated data: commit a real run's metrics and dvc.lock, clone, reproduce."""
     colour_dataset(tmp_path / "source", classes=3, per_class=30)
@@ -195,8 +211,10 @@ def test_reproducing_gate_on_a_clean_clone_passes_then_catches_forgery_and_regre
     commit(clone, "smaller eval batches")
     proc = gate(clone, "--reproduce", "--exact")
     assert proc.returncode == 1
-    assert "dvc.lock at HEAD records other code or params than HEAD's own (was a run committed after the last " \
+    assert (
+        "dvc.lock at HEAD records other code or params than HEAD's own (was a run committed after the last "
         "change?): evaluate:params.yaml:evaluate.batch_size" in proc.stderr
+    )
     assert "does not reproduce" not in proc.stderr  # the figures themselves are the same
 
     # A change that ruins training, committed without re-running: the reproduction exposes it.

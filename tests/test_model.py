@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from handsigns.model import Deployed, Net, feature_side
+from handsigns.model import Classifier, Net, feature_side
 
 
 @pytest.mark.parametrize(("size", "classes"), [(8, 2), (28, 10), (50, 3), (64, 6), (100, 4), (128, 12)])
@@ -21,11 +21,16 @@ def test_plain_net_is_exactly_the_notes_net():
     net = Net(6, image_size=64, num_channels=32, batchnorm=False, dropout=0.0)
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     assert shapes == {
-        "conv1.weight": (32, 3, 3, 3), "conv1.bias": (32,),
-        "conv2.weight": (64, 32, 3, 3), "conv2.bias": (64,),
-        "conv3.weight": (128, 64, 3, 3), "conv3.bias": (128,),
-        "fc1.weight": (128, 32 * 4 * 8 * 8), "fc1.bias": (128,),  # the notes' view(-1, c*4*8*8)
-        "fc2.weight": (6, 128), "fc2.bias": (6,),
+        "conv1.weight": (32, 3, 3, 3),
+        "conv1.bias": (32,),
+        "conv2.weight": (64, 32, 3, 3),
+        "conv2.bias": (64,),
+        "conv3.weight": (128, 64, 3, 3),
+        "conv3.bias": (128,),
+        "fc1.weight": (128, 32 * 4 * 8 * 8),
+        "fc1.bias": (128,),  # the notes' view(-1, c*4*8*8)
+        "fc2.weight": (6, 128),
+        "fc2.bias": (6,),
     }
     # Same function as the notes' forward: conv -> pool -> relu (x3), fc1 -> relu, fc2, log_softmax.
     x = torch.randn(2, 3, 64, 64)
@@ -50,10 +55,17 @@ def test_too_small_image_is_refused():
         Net(6, image_size=7)
 
 
-def test_deployed_takes_uint8_and_returns_probabilities():
+def test_classifier_takes_uint8_and_returns_probabilities():
     net = Net(3, image_size=16, num_channels=4).eval()
-    module = Deployed(net, [0.5, 0.4, 0.3], [0.2, 0.2, 0.2]).eval()
+    module = Classifier(net, [0.5, 0.4, 0.3], [0.2, 0.2, 0.2]).eval()
     pixels = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
     probs = module(pixels)
     x = (pixels.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2
     assert torch.allclose(probs, net(x).exp(), atol=1e-6)
+
+
+def test_classifier_gives_uint8_and_unit_float_pixels_the_same_log_probs():
+    """Training feeds augmented [0, 1] floats, evaluation and export uint8: one normalisation for both."""
+    module = Classifier(Net(3, image_size=16, num_channels=4), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]).eval()
+    pixels = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(module.log_probs(pixels), module.log_probs(pixels.float().div_(255.0)))

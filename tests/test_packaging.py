@@ -20,8 +20,11 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
 def tracked_files() -> list[str]:
-    return subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout.strip("\0").split("\0")
+    return (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+        .stdout.strip("\0")
+        .split("\0")
+    )
 
 
 def test_the_default_data_ships_with_the_project_pinned_by_its_hash():
@@ -34,8 +37,7 @@ def test_the_default_data_ships_with_the_project_pinned_by_its_hash():
 
 def test_nothing_refers_to_files_outside_the_project():
     outside = "../" + "shared"  # this project's own machines have such a folder; a clone elsewhere does not
-    hits = [p for p in tracked_files()
-            if (REPO / p).is_file() and outside.encode() in (REPO / p).read_bytes()]
+    hits = [p for p in tracked_files() if (REPO / p).is_file() and outside.encode() in (REPO / p).read_bytes()]
     assert hits == []
 
 
@@ -62,11 +64,15 @@ def test_the_lock_pins_every_dependency_with_hashes():
     for req in wanted:
         if canonicalize_name(req.name) == "handsigns":  # dev includes the pipeline extra
             continue
-        pins = [v for v, marker, _ in lock.get(canonicalize_name(req.name), [])
-                if not marker or Requirement(f"x; {marker}").marker.evaluate(here)]
+        pins = [
+            v
+            for v, marker, _ in lock.get(canonicalize_name(req.name), [])
+            if not marker or Requirement(f"x; {marker}").marker.evaluate(here)
+        ]
         assert pins, f"{req.name} is a dependency in pyproject.toml but not in requirements.lock: run make lock"
-        assert all(req.specifier.contains(v, prereleases=True) for v in pins), \
+        assert all(req.specifier.contains(v, prereleases=True) for v in pins), (
             f"requirements.lock pins {req.name}=={pins[0]}, outside pyproject.toml's {req}: run make lock"
+        )
 
 
 def test_the_base_install_is_the_predict_role():

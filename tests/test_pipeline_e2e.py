@@ -29,9 +29,16 @@ def test_repro_produces_metrics_plots_and_a_verified_model(repo):
     assert eval_metrics["test"]["accuracy"] > 0.5  # 3 epochs: far above chance (1/6), far from converged
     assert len(pd.read_csv(repo / "metrics/eval/predictions_test.csv")) == 120
     assert pd.read_csv(repo / "metrics/eval/per_class_test.csv")["support"].tolist() == [20] * 6
-    for rel in ("models/model.onnx", "models/model.safetensors", "models/model.json", "metrics/train.json",
-                "metrics/runtime.json", "metrics/fingerprint.json", "metrics/data/split.json",
-                "metrics/eval/misclassified_test.png"):
+    for rel in (
+        "models/model.onnx",
+        "models/model.safetensors",
+        "models/model.json",
+        "metrics/train.json",
+        "metrics/runtime.json",
+        "metrics/fingerprint.json",
+        "metrics/data/split.json",
+        "metrics/eval/misclassified_test.png",
+    ):
         assert (repo / rel).exists(), rel
     card = json.loads((repo / "models/model.json").read_text())
     assert card["export_check"]["images"] == 120 and card["export_check"]["labels_equal"] == 120
@@ -52,11 +59,17 @@ def test_dvc_shows_the_headline_figures_only(repo):
 
     columns = {f"{path}:{leaf}" for path, data in files.items() for leaf in leaves(data["data"])}
     assert columns == {
-        "metrics/data.json:classes", "metrics/data.json:excluded", "metrics/data.json:images.train",
-        "metrics/data.json:images.val", "metrics/data.json:images.test",
-        "metrics/train.json:best_epoch", "metrics/train.json:epochs_run",
-        "metrics/runtime.json:train_seconds", "metrics/runtime.json:train_images_per_s",
-        *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss"))}
+        "metrics/data.json:classes",
+        "metrics/data.json:excluded",
+        "metrics/data.json:images.train",
+        "metrics/data.json:images.val",
+        "metrics/data.json:images.test",
+        "metrics/train.json:best_epoch",
+        "metrics/train.json:epochs_run",
+        "metrics/runtime.json:train_seconds",
+        "metrics/runtime.json:train_images_per_s",
+        *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss")),
+    }
 
 
 def test_second_repro_runs_nothing(repo):

@@ -1,4 +1,5 @@
-"""The model half on a small generated data set: train -> evaluate -> export, via the real stage scripts."""
+"""The model half on a small generated data set: train -> evaluate -> export, via the real stage scripts
+(subprocesses: slow; the in-process unit tests of training are tests/test_train.py)."""
 
 import json
 import shutil
@@ -16,6 +17,7 @@ from PIL import Image
 from conftest import REPO, TINY, colour_dataset, make_project, run, stage
 
 tomllib = pytest.importorskip("tomllib")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,9 @@ def test_train_writes_quality_speed_and_fingerprint_apart(project):
     assert runtime.keys() == {"train_seconds", "train_images_per_s"}  # DVC metrics: numbers only
     assert runtime["train_images_per_s"] > 0
     assert {"device_name", "torch", "cuda", "precision", "cpu_capability", "torch_threads"} <= set(fingerprint)
-    ckpt = torch.load(project / "models/checkpoint.pt", weights_only=True)
-    assert {"state_dict", "optimizer", "epoch", "hyper", "normalisation", "classes"} <= set(ckpt)
+    ckpt = torch.load(project / "models/best.pt", weights_only=True)
+    assert {"state_dict", "epoch", "params", "model", "normalisation", "classes"} <= set(ckpt)
+    assert sorted(p.name for p in (project / "models").iterdir() if p.suffix == ".pt") == ["best.pt"]
     assert ckpt["classes"] == ["class_0", "class_1", "class_2"]
     assert len(ckpt["normalisation"]["mean"]) == 3
     curve = (project / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
@@ -60,8 +63,10 @@ def test_evaluate_metrics_are_exact_per_sample(project):
         assert list(per_class["class"]) == ["class_0", "class_1", "class_2"]
         assert per_class["support"].tolist() == table["actual"].value_counts().reindex(per_class["class"]).tolist()
         hits = (table["actual"] == table["predicted"]).groupby(table["actual"]).sum()
-        assert per_class["recall"].tolist() == (hits / table["actual"].value_counts()).round(6)[
-            per_class["class"]].tolist()
+        assert (
+            per_class["recall"].tolist()
+            == (hits / table["actual"].value_counts()).round(6)[per_class["class"]].tolist()
+        )
         assert metrics[split]["macro_f1"] == round(per_class["f1"].mean(), 6)
     assert (project / "metrics/eval/misclassified_test.png").stat().st_size > 0
 
@@ -71,8 +76,12 @@ def test_same_params_give_byte_identical_metrics(project, tmp_path):
     shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "metrics"))
     for name in ("train", "evaluate"):
         stage(name, again)
-    for rel in ("metrics/train.json", "metrics/eval.json", "metrics/eval/predictions_test.csv",
-                "metrics/train/plots/metrics/train/loss.tsv"):
+    for rel in (
+        "metrics/train.json",
+        "metrics/eval.json",
+        "metrics/eval/predictions_test.csv",
+        "metrics/train/plots/metrics/train/loss.tsv",
+    ):
         assert (again / rel).read_bytes() == (project / rel).read_bytes(), rel
 
 
@@ -109,17 +118,15 @@ def test_export_gives_the_same_bytes_every_time_and_names_no_local_path(project)
     from safetensors import safe_open
 
     with safe_open(str(models / "model.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["handsigns"]) == {"classes": ["class_0", "class_1", "class_2"],
-                                                         "image_size": 16}
+        assert json.loads(f.metadata()["handsigns"]) == {"classes": ["class_0", "class_1", "class_2"], "image_size": 16}
 
 
 def test_export_fails_when_runtimes_disagree(project, tmp_path):
+    from handsigns.checkpoint import load_model
     from handsigns.errors import UserError
-    from handsigns.export import deployed, save_onnx, verify
-    from handsigns.train import load_model
+    from handsigns.export import save_onnx, verify
 
-    model, ckpt = load_model(project / "models/best.pt")
-    module = deployed(model, ckpt["normalisation"])
+    module, _ = load_model(project / "models/best.pt")
     save_onnx(module, 16, tmp_path / "m.onnx")
     with torch.no_grad():  # the PyTorch side changes after export: the check must catch it
         module.net.fc2.bias.add_(torch.tensor([5.0, -5.0, 0.0]))
@@ -146,7 +153,11 @@ def test_predict_good_and_bad_files(project, tmp_path):
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()
     assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in lines) == [
-        "grey.png", "rgb.jpg", "rgba.png", "small.bmp"]
+        "grey.png",
+        "rgb.jpg",
+        "rgba.png",
+        "small.bmp",
+    ]
     for line in lines:
         _path, label, prob = line.split("\t")
         assert label in {"class_0", "class_1", "class_2"} and 0 < float(prob) <= 1
@@ -166,11 +177,13 @@ def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(
     paths = [str(project / "data/raw" / p) for p in table["path"]]
     # The distributions behind every module predict loaded: none may come from the `pipeline` extra
     # (torch, DVC, pandas, ...), which a predict-only install (`pip install handsigns`) does not have.
-    code = ("import sys; from importlib.metadata import packages_distributions; from handsigns.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
-            "    dists = packages_distributions()\n"
-            "    loaded = {d for m in list(sys.modules) for d in dists.get(m.split('.')[0], [])}\n"
-            "    print('LOADED', ' '.join(sorted(loaded)), file=sys.stderr); raise\n")
+    code = (
+        "import sys; from importlib.metadata import packages_distributions; from handsigns.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+        "    dists = packages_distributions()\n"
+        "    loaded = {d for m in list(sys.modules) for d in dists.get(m.split('.')[0], [])}\n"
+        "    print('LOADED', ' '.join(sorted(loaded)), file=sys.stderr); raise\n"
+    )
     proc = run([sys.executable, "-c", code, "predict", "--json", "--model", "models/model.onnx", *paths], project)
     loaded = {canonicalize_name(d) for d in proc.stderr.split("LOADED", 1)[1].split()}
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -182,8 +195,11 @@ def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(
 
 
 def test_predict_without_model_is_one_clear_error(tmp_path):
-    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "none.onnx"), "x.jpg"],
-               tmp_path, check=False)
+    proc = run(
+        [sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "none.onnx"), "x.jpg"],
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
 
@@ -203,60 +219,24 @@ def test_patience_stops_early_and_keeps_the_best_epoch(project, tmp_path):
     assert "early stop" in out
 
 
-@pytest.mark.parametrize(("n", "bs", "sizes"), [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (8, 4, [4, 4]), (3, 32, [3])])
-def test_a_last_batch_of_one_joins_the_previous(n, bs, sizes):
-    from handsigns.train import batch_bounds
-
-    bounds = batch_bounds(n, bs)
-    assert [e - s for s, e in bounds] == sizes
-    assert bounds[0][0] == 0 and bounds[-1][1] == n
-
-
-def test_training_with_a_one_image_last_batch_and_batchnorm(tmp_path):
-    from handsigns.data import Split
-    from handsigns.params import build
-    from handsigns.params.train import Hyper
-    from handsigns.train import fit
-
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: Split("x", torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8),  # noqa: E731
-                            torch.arange(n) % 2, [f"{i}.png" for i in range(n)])
-    hyper = build(Hyper, {**TINY, "epochs": 1, "batch_size": 4})
-    summary = fit(hyper, ["a", "b"], split(9), split(4), models_dir=tmp_path)  # batches of 4 and 5, not 4+4+1
-    assert summary["quality"]["epochs_run"] == 1
-
-
-def test_onecycle_keeps_the_configured_momentum():
-    from handsigns.model import Net
-    from handsigns.params import build
-    from handsigns.params.train import Hyper
-    from handsigns.train import make_optimizer, make_scheduler
-
-    hyper = build(Hyper, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle"}})
-    opt = make_optimizer(hyper, Net(2, 16, 4))
-    make_scheduler(hyper, opt, steps_per_epoch=3)
-    assert opt.param_groups[0]["momentum"] == 0.5
-
-
 def test_checkpoints_of_identical_runs_are_identical_bytes(project, tmp_path):
     again = tmp_path / "again"
     shutil.copytree(project, again, ignore=shutil.ignore_patterns("models", "metrics"))
     stage("train", again)
-    for name in ("best.pt", "checkpoint.pt"):  # so dvc.lock does not see a new model for the same params
-        assert (again / "models" / name).read_bytes() == (project / "models" / name).read_bytes(), name
+    # so dvc.lock does not see a new model for the same params
+    assert (again / "models/best.pt").read_bytes() == (project / "models/best.pt").read_bytes()
 
 
 def test_failed_export_check_leaves_the_previous_export_untouched(project, tmp_path, monkeypatch):
     import handsigns.export as export
+    from handsigns.checkpoint import load_model
     from handsigns.errors import UserError
-    from handsigns.export import deployed, export_verified
-    from handsigns.train import load_model
+    from handsigns.export import export_verified
 
     out = tmp_path / "models"
     shutil.copytree(project / "models", out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    model, ckpt = load_model(out / "best.pt")
-    module = deployed(model, ckpt["normalisation"])
+    module, ckpt = load_model(out / "best.pt")
     real = export.onnx_probabilities
     monkeypatch.setattr(export, "onnx_probabilities", lambda path, px: real(path, px)[:, ::-1])  # runtimes disagree
     with pytest.raises(UserError, match="export check failed"):
@@ -264,10 +244,13 @@ def test_failed_export_check_leaves_the_previous_export_untouched(project, tmp_p
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-@pytest.mark.parametrize(("key", "value", "fragment"), [
-    ("seed", 2**32, "seed = 4294967296 is out of range"),
-    ("train", {"device": "meta"}, "train.device = 'meta' is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("seed", 2**32, "seed = 4294967296 is out of range"),
+        ("train", {"device": "meta"}, "train.device = 'meta' is not allowed"),
+    ],
+)
 def test_bad_training_params_are_one_clear_error(project, tmp_path, key, value, fragment):
     bad = tmp_path / "bad"
     shutil.copytree(project, bad, ignore=shutil.ignore_patterns("models", "metrics"))
@@ -284,7 +267,10 @@ def test_bad_training_params_are_one_clear_error(project, tmp_path, key, value, 
 def test_predict_with_a_broken_model_card_is_one_clear_error(project, tmp_path):
     shutil.copy(project / "models/model.onnx", tmp_path / "m.onnx")
     (tmp_path / "m.json").write_text('{"classes": ["a"]')
-    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "m.onnx"), "x.png"],
-               tmp_path, check=False)
+    proc = run(
+        [sys.executable, "-m", "handsigns.cli", "predict", "--model", str(tmp_path / "m.onnx"), "x.png"],
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "m.json is not a handsigns model card" in proc.stderr

@@ -9,34 +9,37 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from handsigns.atomic import atomic_path
-from handsigns.data import Split
+from handsigns.checkpoint import log_probs
+from handsigns.dataset import Split
+from handsigns.files import atomic_path
 from handsigns.metrics import report
-from handsigns.train import predict_logprobs
+from handsigns.model import Classifier
 
 
-def evaluate_split(model: torch.nn.Module, split: Split, classes: list[str], normalisation: dict,
-                   batch_size: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """(headline metrics, per-class table, per-image predictions) of ``model`` on ``split``."""
-    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
-    logprobs = predict_logprobs(model, split.images, mean, std, torch.device("cpu"), "fp32", batch_size)
+def evaluate_split(
+    model: Classifier, split: Split, classes: list[str], batch_size: int
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(headline metrics, per-class table, per-image predictions) of ``model`` on ``split``, scored on the CPU
+    in fp32 through the exported model's own forward (uint8 pixels in)."""
+    logprobs = log_probs(model, split.images, batch_size)
     loss = F.nll_loss(logprobs, split.labels, reduction="sum").item() / max(len(split), 1)
     probs = logprobs.exp()
     preds = probs.argmax(1)
     labels = split.labels.numpy()
     metrics, per_class = report(labels, preds.numpy(), classes, loss)
-    table = pd.DataFrame({
-        "path": split.paths,
-        "actual": [classes[i] for i in labels],
-        "predicted": [classes[i] for i in preds.tolist()],
-        "probability": probs.max(1).values.numpy().round(6),
-    })
+    table = pd.DataFrame(
+        {
+            "path": split.paths,
+            "actual": [classes[i] for i in labels],
+            "predicted": [classes[i] for i in preds.tolist()],
+            "probability": probs.max(1).values.numpy().round(6),
+        }
+    )
     return metrics, per_class, table
 
 
-def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> int:
-    """Write a PNG grid of the misclassified images (true / predicted / probability); returns how many.
+def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> None:
+    """Write a PNG grid of the misclassified images (true / predicted / probability).
 
     ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: nothing is
     decoded again."""
@@ -55,11 +58,11 @@ def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int 
     for i, row in wrong.iterrows():
         ax = axes.flat[i]
         ax.imshow(images[wrong_rows[i]].permute(1, 2, 0).numpy())
-        ax.set_title(f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}", fontsize=8,
-                     color="darkred")
+        ax.set_title(
+            f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}", fontsize=8, color="darkred"
+        )
     fig.suptitle(f"misclassified test images: {n} of {len(table)}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
-    return n

@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handsigns.atomic import atomic_path, write_json
 from handsigns.errors import UserError
-from handsigns.model import Deployed, Net
+from handsigns.files import atomic_path, write_json
+from handsigns.model import Classifier
+from handsigns.paths import CARD, ONNX, SAFETENSORS
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 OPSET = 18
-
-
-def deployed(model: Net, normalisation: dict) -> Deployed:
-    return Deployed(model, normalisation["mean"], normalisation["std"]).eval()
 
 
 def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict) -> None:
@@ -35,13 +32,21 @@ def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict) -> Non
         save_file(tensors, str(tmp), metadata={"handsigns": json.dumps(metadata, sort_keys=True)})
 
 
-def save_onnx(module: Deployed, image_size: int, path: Path) -> None:
+def save_onnx(module: Classifier, image_size: int, path: Path) -> None:
     example = torch.zeros((2, 3, image_size, image_size), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65_536)
     with atomic_path(path) as tmp:
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
-                                    opset_version=OPSET, external_data=False, verbose=False)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
         program.save(str(tmp), external_data=False)
         _drop_stack_traces(tmp)
 
@@ -75,7 +80,7 @@ def onnx_probabilities(path: Path, pixels: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
 
 
-def verify(module: Deployed, onnx_path: Path, pixels: torch.Tensor, atol: float = 1e-4) -> dict:
+def verify(module: Classifier, onnx_path: Path, pixels: torch.Tensor, atol: float = 1e-4) -> dict:
     """Run both runtimes on ``pixels`` (N x 3 x S x S uint8); raise UserError unless they agree."""
     with torch.no_grad():
         expected = module(pixels).numpy()
@@ -83,8 +88,10 @@ def verify(module: Deployed, onnx_path: Path, pixels: torch.Tensor, atol: float 
     max_diff = float(np.abs(expected - got).max()) if len(pixels) else 0.0
     same = int((expected.argmax(1) == got.argmax(1)).sum())
     if same != len(pixels) or max_diff > atol:
-        raise UserError(f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - same} of "
-                        f"{len(pixels)} labels, max probability difference {max_diff:.2e} (tolerance {atol:g})")
+        raise UserError(
+            f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - same} of "
+            f"{len(pixels)} labels, max probability difference {max_diff:.2e} (tolerance {atol:g})"
+        )
     return {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
 
 
@@ -95,9 +102,15 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: di
         "name": "handsigns",
         "task": "image classification",
         "classes": ckpt["classes"],
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, image_size, image_size], "dtype": "uint8",
-                  "layout": "NCHW", "colour": "RGB", "range": [0, 255],
-                  "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, image_size, image_size],
+            "dtype": "uint8",
+            "layout": "NCHW",
+            "colour": "RGB",
+            "range": [0, 255],
+            "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)",
+        },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax"},
         "image_size": image_size,
         "normalisation": ckpt["normalisation"],
@@ -106,26 +119,31 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: di
         "best_epoch": ckpt["epoch"],
         "metrics": metrics,
         "data": data,
-        "params": ckpt["hyper"],
+        "params": ckpt["params"],
         "export_check": check,
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "python": platform.python_version(), "opset": OPSET},
-        "files": {"onnx": "model.onnx", "safetensors": "model.safetensors"},
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+            "opset": OPSET,
+        },
+        "files": {"onnx": ONNX.name, "safetensors": SAFETENSORS.name},
     }
 
 
-def export_verified(module: Deployed, ckpt: dict, image_size: int, test_pixels: torch.Tensor, metrics: dict,
-                    data: dict, out_dir: Path) -> dict:
+def export_verified(
+    module: Classifier, ckpt: dict, image_size: int, test_pixels: torch.Tensor, metrics: dict, data: dict, out_dir: Path
+) -> dict:
     """Write model.safetensors, model.onnx and model.json into ``out_dir`` only once ONNX Runtime agrees
     with PyTorch on ``test_pixels``; a failed check leaves the previous export untouched."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
     try:
-        save_safetensors(module, staging / "model.safetensors", {"classes": ckpt["classes"], "image_size": image_size})
-        save_onnx(module, image_size, staging / "model.onnx")
-        check = verify(module, staging / "model.onnx", test_pixels)
-        write_json(staging / "model.json", model_card(ckpt, image_size, metrics, data, check))
-        for name in ("model.safetensors", "model.onnx", "model.json"):  # the card last: it vouches for the rest
+        save_safetensors(module, staging / SAFETENSORS.name, {"classes": ckpt["classes"], "image_size": image_size})
+        save_onnx(module, image_size, staging / ONNX.name)
+        check = verify(module, staging / ONNX.name, test_pixels)
+        write_json(staging / CARD.name, model_card(ckpt, image_size, metrics, data, check))
+        for name in (SAFETENSORS.name, ONNX.name, CARD.name):  # the card last: it vouches for the rest
             os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

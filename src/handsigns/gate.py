@@ -1,43 +1,33 @@
 """``handsigns gate``: the metric regression gate of CI.
 
-Compares the workspace's run (after ``--reproduce``: a forced ``dvc repro`` of every stage) with committed
-ones:
-
-- against a base revision (default ``main``): val and test accuracy may not drop by more than
-  ``ci.max_accuracy_drop``, read from the base's params.yaml so a change cannot loosen its own gate;
-- with ``--exact``, against what HEAD commits: ``dvc.lock`` must record HEAD's own code and params (a run was
-  committed after the last change), and the run must reproduce HEAD's figures — to the byte (every quality
-  metric, every output hash in ``dvc.lock`` but the runtime files') when it ran on the same machine and
-  software as the committed run (``metrics/fingerprint.json``), else within ``ci.max_accuracy_drop`` for val
-  and test accuracy, with a note.
+Holds the workspace's run to committed ones: val/test accuracy may not drop by more than
+``ci.max_accuracy_drop`` against a base revision; with ``--exact`` the run must also reproduce what HEAD
+commits (to the byte on the committed run's machine and software, else within the same threshold). The rules,
+written once, with examples: docs/comparing-runs.md, "The regression gate".
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from handsigns.errors import UserError
-from handsigns.params import build
+from handsigns.params import load, parse_params
 from handsigns.params.ci import CIParams
+from handsigns.paths import EVAL_METRICS, FINGERPRINT, QUALITY_METRICS, RUNTIME_FILES, posix
+from handsigns.runtime import DECIDING_KEYS
+from handsigns.vcs import show
 
-QUALITY_FILES = ("metrics/data.json", "metrics/train.json", "metrics/eval.json")
-FINGERPRINT_FILE = "metrics/fingerprint.json"
+QUALITY_FILES = posix(QUALITY_METRICS)
+EVAL_FILE, FINGERPRINT_FILE = EVAL_METRICS.as_posix(), FINGERPRINT.as_posix()
 # Outputs that describe how a run went, not what it computed: their hashes differ from run to run or machine to
 # machine (seconds; CPU model, kernel version), so the exact check leaves them out.
-RUNTIME_FILES = ("metrics/runtime.json", FINGERPRINT_FILE)
+UNGATED_OUTS = posix(RUNTIME_FILES)
 GATED = ("val.accuracy", "test.accuracy")
-# What decides the floating-point result of a run (keys of fingerprint.json): the same values give the same
-# bytes; other kernels, thread counts or library versions give other, equally valid, last bits.
-FINGERPRINT = ("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision", "gpu", "cuda",
-               "cudnn", "numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -47,12 +37,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: obj}
-
-
-def show(rev: str, path: str) -> str | None:
-    """The text of ``path`` at git revision ``rev``, or None when it is not there."""
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=False)
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def at_rev(rev: str, path: str) -> dict[str, Any] | None:
@@ -67,16 +51,17 @@ def in_workspace(path: str) -> dict[str, Any] | None:
 
 def committed_at(rev: str) -> dict[str, dict | None]:
     found = {p: at_rev(rev, p) for p in QUALITY_FILES}
-    if found["metrics/eval.json"] is None:
-        raise UserError(f"no metrics/eval.json committed at {rev!r}: nothing to gate against; commit a run's "
-                        "metrics/ and dvc.lock there first")
+    if found[EVAL_FILE] is None:
+        raise UserError(
+            f"no {EVAL_FILE} committed at {rev!r}: nothing to gate against; commit a run's "
+            "metrics/ and dvc.lock there first"
+        )
     return found
 
 
 def max_drop_at(rev: str) -> float:
     """``ci.max_accuracy_drop`` as params.yaml at ``rev`` sets it (the default when it has no ``ci`` section)."""
-    raw = yaml.safe_load(show(rev, "params.yaml") or "") or {}
-    return build(CIParams, raw.get("ci", {}) if isinstance(raw, dict) else {}, "ci.").max_accuracy_drop
+    return load(CIParams, raw=parse_params(show(rev, "params.yaml") or "", f"params.yaml at {rev}")).max_accuracy_drop
 
 
 # ------------------------------------------------------------------------------------------------ dvc.lock
@@ -88,8 +73,11 @@ def _stages(lock_text: str | None) -> dict[str, Any]:
 
 def lock_outs(lock_text: str | None) -> dict[str, str]:
     """``stage:path`` -> recorded hash of every output."""
-    return {f"{name}:{out['path']}": str(out.get("md5") or out.get("etag") or out.get("checksum"))
-            for name, stage in _stages(lock_text).items() for out in stage.get("outs") or []}
+    return {
+        f"{name}:{out['path']}": str(out.get("md5") or out.get("etag") or out.get("checksum"))
+        for name, stage in _stages(lock_text).items()
+        for out in stage.get("outs") or []
+    }
 
 
 def lock_inputs(lock_text: str | None) -> dict[str, str]:
@@ -114,16 +102,18 @@ def lock_inputs(lock_text: str | None) -> dict[str, str]:
 def check_drop(base: dict[str, dict | None], current: dict[str, dict | None], max_drop: float) -> list[str]:
     """Val/test accuracy of ``current`` against ``base`` (file -> flattened metrics)."""
     problems = []
-    eval_base, eval_now = base.get("metrics/eval.json") or {}, current.get("metrics/eval.json") or {}
+    eval_base, eval_now = base.get(EVAL_FILE) or {}, current.get(EVAL_FILE) or {}
     for key in GATED:
         if key not in eval_now or key not in eval_base:
             where = "the workspace's" if key not in eval_now else "the base's"
-            problems.append(f"{key} missing from {where} metrics/eval.json")
+            problems.append(f"{key} missing from {where} {EVAL_FILE}")
             continue
         drop = eval_base[key] - eval_now[key]
         if not drop <= max_drop + 1e-12:  # `not <=`: a NaN accuracy fails too
-            problems.append(f"{key} dropped by {drop:.4f} ({eval_base[key]:.4f} -> {eval_now[key]:.4f}), more than "
-                            f"ci.max_accuracy_drop = {max_drop:g}")
+            problems.append(
+                f"{key} dropped by {drop:.4f} ({eval_base[key]:.4f} -> {eval_now[key]:.4f}), more than "
+                f"ci.max_accuracy_drop = {max_drop:g}"
+            )
     return problems
 
 
@@ -145,26 +135,37 @@ def check_same(committed: dict[str, dict | None], current: dict[str, dict | None
 def check_close(committed: dict[str, dict | None], current: dict[str, dict | None], tolerance: float) -> list[str]:
     """HEAD's val/test accuracy within ``tolerance`` of ``current``'s, either way (a run elsewhere)."""
     problems = []
-    eval_head, eval_now = committed.get("metrics/eval.json") or {}, current.get("metrics/eval.json") or {}
+    eval_head, eval_now = committed.get(EVAL_FILE) or {}, current.get(EVAL_FILE) or {}
     for key in GATED:
         head, now = eval_head.get(key, math.nan), eval_now.get(key, math.nan)
         if not abs(head - now) <= tolerance + 1e-12:
-            problems.append(f"HEAD's committed {key} {head:.4f} is not reproduced: this run gives {now:.4f} "
-                            f"(allowed difference {tolerance:g} on other hardware or software)")
+            problems.append(
+                f"HEAD's committed {key} {head:.4f} is not reproduced: this run gives {now:.4f} "
+                f"(allowed difference {tolerance:g} on other hardware or software)"
+            )
     return problems
 
 
 def check_lock_inputs(committed: dict[str, str], current: dict[str, str]) -> list[str]:
     """HEAD's dvc.lock records the code and params this run was made from."""
     changed = sorted(k for k in set(committed) | set(current) if committed.get(k) != current.get(k))
-    return [f"dvc.lock at HEAD records other code or params than HEAD's own (was a run committed after the last "
-            f"change?): {_some(changed)}"] if changed else []
+    return (
+        [
+            f"dvc.lock at HEAD records other code or params than HEAD's own (was a run committed after the last "
+            f"change?): {_some(changed)}"
+        ]
+        if changed
+        else []
+    )
 
 
 def check_lock_outs(committed: dict[str, str], current: dict[str, str]) -> list[str]:
     """Outputs whose hash in the workspace's dvc.lock differs from HEAD's (runtime files excepted)."""
-    changed = sorted(k for k in set(committed) | set(current)
-                     if k.split(":", 1)[1] not in RUNTIME_FILES and committed.get(k) != current.get(k))
+    changed = sorted(
+        k
+        for k in set(committed) | set(current)
+        if k.split(":", 1)[1] not in UNGATED_OUTS and committed.get(k) != current.get(k)
+    )
     return [f"dvc.lock: outputs differ from the committed run: {_some(changed)}"] if changed else []
 
 
@@ -172,8 +173,9 @@ def fingerprint_changes(committed: dict[str, Any] | None, current: dict[str, Any
     """How the machine/software of the workspace's run differs from the committed run's (fingerprint.json)."""
     if not committed or not current:
         return []
-    return [f"{k} {committed.get(k)!r} -> {current.get(k)!r}"
-            for k in FINGERPRINT if committed.get(k) != current.get(k)]
+    return [
+        f"{k} {committed.get(k)!r} -> {current.get(k)!r}" for k in DECIDING_KEYS if committed.get(k) != current.get(k)
+    ]
 
 
 def _some(items: list[str], n: int = 5) -> str:
@@ -183,25 +185,17 @@ def _some(items: list[str], n: int = 5) -> str:
 # ------------------------------------------------------------------------------------------------- run
 
 
-def reproduce(dvc: str) -> None:
-    """``dvc repro --force``: every stage runs, so no committed output is taken on trust (a clean clone holds
-    the committed metrics files, and DVC would skip a stage whose deps and outs match dvc.lock)."""
-    print("gate: dvc repro --force", flush=True)
-    code = subprocess.run([dvc, "repro", "--force"], check=False, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-                          stdout=sys.stdout, stderr=sys.stderr).returncode
-    if code != 0:
-        raise UserError(f"`dvc repro` failed (exit {code}): the committed pipeline does not reproduce; "
-                        "see its output above")
-
-
-def run_gate(base: dict[str, dict | None], committed: dict[str, dict | None] | None,
-             max_drop: float) -> tuple[list[str], list[str]]:
+def run_gate(
+    base: dict[str, dict | None], committed: dict[str, dict | None] | None, max_drop: float
+) -> tuple[list[str], list[str]]:
     """(reasons to fail, notes) for the workspace's run. ``base``: :func:`committed_at` of the base revision;
     ``committed``: that of HEAD, for the exact check (None: no exact check)."""
     current = {p: in_workspace(p) for p in QUALITY_FILES}
-    if current["metrics/eval.json"] is None:
-        raise UserError("metrics/eval.json not found in the workspace; reproduce the pipeline first (dvc repro, "
-                        "or handsigns gate --reproduce)")
+    if current[EVAL_FILE] is None:
+        raise UserError(
+            f"{EVAL_FILE} not found in the workspace; reproduce the pipeline first (dvc repro, "
+            "or handsigns gate --reproduce)"
+        )
     problems, notes = check_drop(base, current, max_drop), []
     if committed is not None:
         head_lock = show("HEAD", "dvc.lock")
@@ -209,9 +203,11 @@ def run_gate(base: dict[str, dict | None], committed: dict[str, dict | None] | N
         problems += check_lock_inputs(lock_inputs(head_lock), lock_inputs(work_lock))
         moved = fingerprint_changes(at_rev("HEAD", FINGERPRINT_FILE), in_workspace(FINGERPRINT_FILE))
         if moved:
-            notes.append(f"not the committed run's machine or software ({_some(moved, 3)}): its last bits may "
-                         f"differ, so HEAD's val/test accuracy is held to within {max_drop:g} of this run instead "
-                         "of byte equality")
+            notes.append(
+                f"not the committed run's machine or software ({_some(moved, 3)}): its last bits may "
+                f"differ, so HEAD's val/test accuracy is held to within {max_drop:g} of this run instead "
+                "of byte equality"
+            )
             problems += check_close(committed, current, max_drop)
         else:
             problems += check_same(committed, current) + check_lock_outs(lock_outs(head_lock), lock_outs(work_lock))

@@ -35,8 +35,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def open_image(source: str | os.PathLike[str] | bytes, size: int | None = None, *,
-               draft: int | None = None) -> Image.Image:
+def open_image(
+    source: str | os.PathLike[str] | bytes, size: int | None = None, *, draft: int | None = None
+) -> Image.Image:
     """Decode fully (so corrupt data fails here, not later) and return upright RGB, resized to ``size`` when
     given. JPEGs are decoded DCT-scaled to no less than ``draft`` (default ``size``) pixels, which makes big
     photos fast. ``info["source_size"]`` keeps the file's own (width, height)."""
@@ -69,5 +70,3 @@ def dhash(img: Image.Image) -> np.ndarray:
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bitwise distance between rows of packed hashes (broadcasting)."""
     return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)
-
-

@@ -8,7 +8,7 @@ import pandas as pd
 
 def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """``m[i, j]`` = number of samples of class i predicted as j."""
-    return np.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -22,8 +22,18 @@ def report(labels: np.ndarray, preds: np.ndarray, classes: list[str], loss: floa
     tp = np.diag(m).astype(float)
     precision, recall = _ratios(tp, m.sum(0)), _ratios(tp, m.sum(1))
     f1 = _ratios(2 * precision * recall, precision + recall)
-    per_class = pd.DataFrame({"class": classes, "precision": precision.round(6), "recall": recall.round(6),
-                              "f1": f1.round(6), "support": m.sum(1)})
-    headline = {"accuracy": round(float(tp.sum() / len(labels)) if len(labels) else 0.0, 6),
-                "macro_f1": round(float(f1.mean()), 6), "loss": round(loss, 6)}
+    per_class = pd.DataFrame(
+        {
+            "class": classes,
+            "precision": precision.round(6),
+            "recall": recall.round(6),
+            "f1": f1.round(6),
+            "support": m.sum(1),
+        }
+    )
+    headline = {
+        "accuracy": round(float(tp.sum() / len(labels)) if len(labels) else 0.0, 6),
+        "macro_f1": round(float(f1.mean()), 6),
+        "loss": round(loss, 6),
+    }
     return headline, per_class

@@ -18,8 +18,14 @@ def feature_side(image_size: int) -> int:
 
 
 class Net(nn.Module):
-    def __init__(self, num_classes: int, image_size: int = 64, num_channels: int = 32,
-                 batchnorm: bool = False, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int = 64,
+        num_channels: int = 32,
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if feature_side(image_size) < 1:
             raise ValueError(f"image_size {image_size} is too small: three 2x2 pools need at least 8 pixels")
@@ -46,15 +52,17 @@ class Net(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def build_net(num_classes: int, model_params) -> Net:  # model_params: handsigns.params.train.ModelParams
-    return Net(num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm,
-               model_params.dropout)
+def build_net(num_classes: int, model_params) -> Net:  # model_params: handsigns.params.recipe.ModelParams
+    return Net(
+        num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm, model_params.dropout
+    )
 
 
-class Deployed(nn.Module):
-    """What is exported: uint8 pixels (batch x 3 x S x S, RGB) in, class probabilities out.
+class Classifier(nn.Module):
+    """The network with its input normalisation: what trains, what evaluates and what is exported.
 
-    Normalisation travels inside the model, so nothing downstream can get it wrong.
+    ``forward``: uint8 pixels (batch x 3 x S x S, RGB) in, class probabilities out (the ONNX graph).
+    Normalisation lives here and nowhere else, so training, evaluation, export and predict cannot disagree.
     """
 
     def __init__(self, net: Net, mean: list[float], std: list[float]) -> None:
@@ -63,6 +71,14 @@ class Deployed(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of uint8 pixels, or of float pixels already in [0, 1] (augmented batches)."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        x = (x - self.mean) / self.std
+        if x.is_cuda:  # channels_last on CUDA, where the weights are channels_last too (tensor cores)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels.float() / 255.0 - self.mean) / self.std
-        return self.net(x).exp()
+        return self.log_probs(pixels).exp()

@@ -36,8 +36,10 @@ class Predictor:
             self.input_name: str = card["input"]["name"]
             self.output_name: str = card["output"]["name"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{card_path} is not a handsigns model card ({type(exc).__name__}: {exc}); "
-                            "re-run the export stage (dvc repro export)") from None
+            raise UserError(
+                f"{card_path} is not a handsigns model card ({type(exc).__name__}: {exc}); "
+                "re-run the export stage (dvc repro export)"
+            ) from None
         try:
             self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files

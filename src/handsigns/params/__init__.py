@@ -1,10 +1,11 @@
 """Typed, validated views of ``params.yaml``.
 
-Each stage loads the sections it reads (``load_section("data", DataParams)``) and every key in them is
-checked: type, range, allowed values, and unknown keys (a typo such as ``lr_rate`` is refused, never
-ignored). Errors name the key, the value and what is allowed. Each section's dataclass lives in its own
-module of this package, so a stage's code dependencies (``dvc.yaml``) name only the sections it reads and a
-training knob added later never re-runs download or split.
+One loader, :func:`load`: each stage loads the params it reads (``load(DataParams)``, ``load(RecipeParams)``)
+and every key in them is checked: type, range, allowed values, and unknown keys (a typo such as ``lr_rate``
+is refused, never ignored). Errors name the key, the value and what is allowed. Each section's dataclass
+lives in its own module of this package, named after its section, so a stage's code dependencies
+(``dvc.yaml``) name only the sections it reads and a training knob added later never re-runs download or
+split. What each knob does is written once, beside it in ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ PARAMS_FILE = "params.yaml"
 T = TypeVar("T")
 
 
-def knob(default: Any, *, choices: tuple[Any, ...] | None = None, lo: float | None = None,
-          hi: float | None = None, lo_open: bool = False, doc: str = "") -> Any:
+def knob(
+    default: Any,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> Any:
     """A params field with its allowed values; ``lo_open`` makes the lower bound exclusive."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open}
     return field(default=default, metadata=meta)
 
 
@@ -46,8 +53,7 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         value = float(value)
     ok = isinstance(value, tp) and not (tp is not bool and isinstance(value, bool))
     if not ok:
-        raise UserError(f"params.yaml: {key} = {value!r} is a {type(value).__name__}; "
-                        f"expected a {_type_name(tp)}")
+        raise UserError(f"params.yaml: {key} = {value!r} is a {type(value).__name__}; expected a {_type_name(tp)}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise UserError(f"params.yaml: {key} = {value!r} is not allowed; use one of {', '.join(map(str, choices))}")
@@ -69,8 +75,9 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise UserError(f"params.yaml: unknown key {prefix}{unknown[0]}; known keys in {where}: "
-                        f"{', '.join(sorted(fields))}")
+        raise UserError(
+            f"params.yaml: unknown key {prefix}{unknown[0]}; known keys in {where}: {', '.join(sorted(fields))}"
+        )
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
@@ -84,21 +91,32 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path} not found; run from the project root (where params.yaml lives)") from None
+def parse_params(text: str, where: str = PARAMS_FILE) -> dict[str, Any]:
+    """The mapping a params.yaml text holds (``where`` names it in errors)."""
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path} must be a mapping of keys, got {type(raw).__name__}")
+        raise UserError(f"{where} must be a mapping of keys, got {type(raw).__name__}")
     return raw
 
 
-def load_section(name: str, cls: type[T], path: str | Path = PARAMS_FILE) -> T:
-    """The validated section ``name`` of params.yaml (missing keys take the dataclass defaults)."""
-    return build(cls, read_params(path).get(name, {}), f"{name}.")
+def load(cls: type[T], path: str | Path = PARAMS_FILE, *, raw: dict[str, Any] | None = None) -> T:
+    """The validated params ``cls`` describes, from ``path`` (or an already parsed ``raw`` mapping).
+
+    ``cls.SECTION`` names its section of params.yaml; ``None`` is the top level, where the other sections
+    (``cls.OTHER_SECTIONS``) are skipped: their own stages validate them. Missing keys take the defaults.
+    """
+    if raw is None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{path} not found; run from the project root (where params.yaml lives)") from None
+        raw = parse_params(text, str(path))
+    section = cls.SECTION  # type: ignore[attr-defined]
+    if section is None:
+        skipped = cls.OTHER_SECTIONS  # type: ignore[attr-defined]
+        return build(cls, {k: v for k, v in raw.items() if k not in skipped})
+    return build(cls, raw.get(section, {}), f"{section}.")

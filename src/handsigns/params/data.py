@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from handsigns.errors import UserError
 from handsigns.params import knob
@@ -10,12 +11,14 @@ from handsigns.params import knob
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str = knob("", doc="http(s) URL, file:// URL or local path of a zip, tar(.gz/.bz2/.xz) or folder")
-    sha256: str | None = knob(None, doc="expected sha256 of the source archive; null records the observed one")
+    SECTION: ClassVar[str] = "data"
+
+    source: str = knob("")
+    sha256: str | None = knob(None)
     download_retries: int = knob(4, lo=0, hi=100)
     download_timeout_s: float = knob(60.0, lo=0, lo_open=True)
     split_seed: int = knob(230, lo=0)
-    val_fraction: float = knob(0.2, lo=0, hi=1, lo_open=True)  # of the non-test images, when no val split
+    val_fraction: float = knob(0.2, lo=0, hi=1, lo_open=True)
     test_fraction: float = knob(0.1, lo=0, hi=1, lo_open=True)
     dedupe: str = knob("drop", choices=("drop", "report"))
     near_duplicate_similarity: float = knob(0.93, lo=0, hi=1, lo_open=True)
@@ -27,11 +30,8 @@ class DataParams:
         if self.sha256 is not None:
             h = self.sha256.strip().lower()
             if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-                raise UserError(f"params.yaml: data.sha256 = {self.sha256!r} is not 64 hex digits; "
-                                "set it to the archive's sha256 or to null")
+                raise UserError(
+                    f"params.yaml: data.sha256 = {self.sha256!r} is not 64 hex digits; "
+                    "set it to the archive's sha256 or to null"
+                )
             object.__setattr__(self, "sha256", h)
-
-
-@dataclass(frozen=True)
-class Params:
-    data: DataParams

@@ -40,14 +40,14 @@ from urllib.request import Request, url2pathname, urlopen
 from tqdm import tqdm
 
 from handsigns import __version__
-from handsigns.atomic import atomic_dir, write_text
 from handsigns.errors import UserError
+from handsigns.files import CHUNK, atomic_dir, sha256_file, sha256_tree, write_text
+from handsigns.paths import DOWNLOADS
 
-DOWNLOAD_DIR = Path("data/.downloads")
-CHUNK = 1 << 20
 BACKOFF_S = 0.5  # first retry delay; doubles each attempt, capped at 30 s
-LOCAL_COPY_HINT = ("to use a local copy instead, set data.source in params.yaml to its path "
-                   "(`make repro SOURCE=path/to/copy`)")
+LOCAL_COPY_HINT = (
+    "to use a local copy instead, set data.source in params.yaml to its path (`make repro SOURCE=path/to/copy`)"
+)
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,14 @@ def local_path(source: str) -> Path:
     if parsed.scheme == "file":
         return Path(url2pathname(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
-        raise UserError(f"data.source {source!r}: unsupported scheme {parsed.scheme!r}; "
-                        "use http(s)://, file:// or a local path")
+        raise UserError(
+            f"data.source {source!r}: unsupported scheme {parsed.scheme!r}; use http(s)://, file:// or a local path"
+        )
     path = Path(source).expanduser()
     return path if path.is_absolute() else Path(os.environ.get("DVC_ROOT") or ".") / path
 
 
-def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = DOWNLOAD_DIR) -> Fetched:
+def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = DOWNLOADS) -> Fetched:
     if is_url(source):
         return Fetched(download(source, download_dir, retries=retries, timeout_s=timeout_s), "http")
     path = local_path(source)
@@ -91,9 +92,11 @@ def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = D
         return Fetched(path, "directory")
     if path.is_file():
         return Fetched(path, "file")
-    raise UserError(f"data.source {source!r}: no such file or folder ({path.resolve()}); put the data set "
-                    "there, or set data.source in params.yaml to another copy or a URL (`make repro "
-                    "SOURCE=path-or-url`; README, \"Data source\")")
+    raise UserError(
+        f"data.source {source!r}: no such file or folder ({path.resolve()}); put the data set "
+        "there, or set data.source in params.yaml to another copy or a URL (`make repro "
+        'SOURCE=path-or-url`; docs/data.md)'
+    )
 
 
 # ------------------------------------------------------------------------------------------- download
@@ -169,14 +172,31 @@ def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> N
             have, mode = 0, "wb"
         ctype = resp.headers.get("Content-Type", "")
         if ctype.startswith("text/html"):
-            raise UserError(f"{url} answered with an HTML page, not a data archive (a login or "
-                            f"confirmation page?); {LOCAL_COPY_HINT}")
+            raise UserError(
+                f"{url} answered with an HTML page, not a data archive (a login or "
+                f"confirmation page?); {LOCAL_COPY_HINT}"
+            )
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        write_text(meta_path, json.dumps({"url": url, "etag": resp.headers.get("ETag"),
-                                          "last_modified": resp.headers.get("Last-Modified")}))
-        with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                          unit_divisor=1024, desc="download", mininterval=0.5, disable=None) as bar:
+        write_text(
+            meta_path,
+            json.dumps(
+                {"url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified")}
+            ),
+        )
+        with (
+            open(part, mode) as fh,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc="download",
+                mininterval=0.5,
+                disable=None,
+            ) as bar,
+        ):
             try:
                 while chunk := resp.read(CHUNK):
                     fh.write(chunk)
@@ -188,33 +208,16 @@ def _download_once(url: str, part: Path, meta_path: Path, timeout_s: float) -> N
         raise _TransientError(f"transfer cut after {got} of {total} bytes")
 
 
-# -------------------------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_tree(root: Path) -> str:
-    """A folder's hash: sha256 over its sorted relative paths and their files' sha256."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
-    return h.hexdigest()
-
-
 def verify(fetched: Fetched, expected: str | None, source: str) -> str:
     observed = sha256_tree(fetched.path) if fetched.kind == "directory" else sha256_file(fetched.path)
     if expected is not None and observed != expected:
         if fetched.kind == "http":  # a bad download must not be resumed or reused
             fetched.path.unlink(missing_ok=True)
-        raise UserError(f"sha256 mismatch for {source}: expected {expected}, got {observed}; nothing was "
-                        "extracted. If the source changed on purpose, set data.sha256 to the new value "
-                        "(or null)")
+        raise UserError(
+            f"sha256 mismatch for {source}: expected {expected}, got {observed}; nothing was "
+            "extracted. If the source changed on purpose, set data.sha256 to the new value "
+            "(or null)"
+        )
     return observed
 
 
@@ -239,8 +242,9 @@ def _check_link(name: str, target: str) -> None:
         raise UserError(f"refusing to extract archive member {name!r}: link to absolute path {target!r}")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     if resolved == ".." or resolved.startswith("../"):
-        raise UserError(f"refusing to extract archive member {name!r}: link to {target!r} leads outside "
-                        "the data folder")
+        raise UserError(
+            f"refusing to extract archive member {name!r}: link to {target!r} leads outside the data folder"
+        )
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
@@ -282,8 +286,10 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 try:
                     _safe_name(m.linkname)
                 except UserError:
-                    raise UserError(f"refusing to extract archive member {m.name!r}: hard link to "
-                                    f"{m.linkname!r} leads outside the data folder") from None
+                    raise UserError(
+                        f"refusing to extract archive member {m.name!r}: hard link to "
+                        f"{m.linkname!r} leads outside the data folder"
+                    ) from None
             elif not (m.isfile() or m.isdir()):
                 raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
         # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
@@ -315,8 +321,10 @@ def check_links_inside(dest: Path) -> None:
                 real = os.path.realpath(path)
                 if real != root and not real.startswith(root + os.sep):
                     member = os.path.relpath(path, dest)
-                    raise UserError(f"refusing to extract archive member {member!r}: link to "
-                                    f"{os.readlink(path)!r} leads outside the data folder")
+                    raise UserError(
+                        f"refusing to extract archive member {member!r}: link to "
+                        f"{os.readlink(path)!r} leads outside the data folder"
+                    )
 
 
 _COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"BZh": ("bzip2", bz2.open), b"\xfd7zXZ\x00": ("xz", lzma.open)}
@@ -350,8 +358,9 @@ def archive_format(path: Path) -> str:
     if tarfile.is_tarfile(path):
         return "tar"
     what = f"a {compression[0]} file but not a tar inside" if compression else "neither a zip nor a tar archive"
-    raise UserError(f"{path} is {what} (checked by content); "
-                    "data.source must name a zip, a tar(.gz/.bz2/.xz) or a folder")
+    raise UserError(
+        f"{path} is {what} (checked by content); data.source must name a zip, a tar(.gz/.bz2/.xz) or a folder"
+    )
 
 
 def extract(path: Path, dest: Path) -> str:
@@ -363,8 +372,7 @@ def extract(path: Path, dest: Path) -> str:
     except FileExistsError as exc:
         clash = exc.filename2 or exc.filename  # os.symlink(target, path) names the path second
         member = os.path.relpath(clash, dest) if clash else "?"
-        raise UserError(f"refusing to extract {path}: member {member!r} appears twice or clashes with a "
-                        "link") from None
+        raise UserError(f"refusing to extract {path}: member {member!r} appears twice or clashes with a link") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, tarfile.FilterError):
             raise UserError(f"refusing to extract {path}: {exc}") from None
@@ -377,8 +385,15 @@ def tree_stats(root: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def materialise(source: str, expected_sha256: str | None, raw_dir: Path, *, retries: int,
-                timeout_s: float, download_dir: Path = DOWNLOAD_DIR) -> dict:
+def materialise(
+    source: str,
+    expected_sha256: str | None,
+    raw_dir: Path,
+    *,
+    retries: int,
+    timeout_s: float,
+    download_dir: Path = DOWNLOADS,
+) -> dict:
     """Fetch, verify and extract ``source`` into ``raw_dir`` atomically; return the provenance record."""
     fetched = fetch(source, retries=retries, timeout_s=timeout_s, download_dir=download_dir)
     observed = verify(fetched, expected_sha256, source)

@@ -2,14 +2,12 @@
 
 The images of SIGNS (and of most course-sized data sets) fit in memory many times over once resized, so
 the JPEGs are decoded exactly once per run (through :func:`handsigns.imaging.load_rgb`, the same path
-``predict`` uses) and every epoch indexes a ``N x 3 x S x S`` uint8 tensor. Augmentation is applied per
-sample but vectorised over the batch, on the training device.
+``predict`` uses) and every epoch indexes a ``N x 3 x S x S`` uint8 tensor.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from handsigns.errors import UserError
 from handsigns.imaging import DECODE_ERRORS, load_rgb
-
-RAW_DIR = Path("data/raw")
-INDEX_DIR = Path("data/index")
+from handsigns.paths import INDEX, RAW
 
 
 @dataclass
@@ -38,7 +33,7 @@ class Split:
         return len(self.labels)
 
 
-def read_classes(index_dir: Path = INDEX_DIR) -> list[str]:
+def read_classes(index_dir: Path = INDEX) -> list[str]:
     path = index_dir / "classes.json"
     if not path.exists():
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
@@ -47,6 +42,7 @@ def read_classes(index_dir: Path = INDEX_DIR) -> list[str]:
 
 def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
     """Decode ``paths`` (threads: Pillow releases the GIL) into one ``N x 3 x S x S`` uint8 tensor."""
+
     def one(p: Path) -> np.ndarray:
         try:
             return load_rgb(p, image_size)
@@ -62,8 +58,7 @@ def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def load_split(name: str, image_size: int, classes: list[str], index_dir: Path = INDEX_DIR,
-               raw_dir: Path = RAW_DIR) -> Split:
+def load_split(name: str, image_size: int, classes: list[str], index_dir: Path = INDEX, raw_dir: Path = RAW) -> Split:
     path = index_dir / f"{name}.csv"
     if not path.exists():
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
@@ -72,8 +67,10 @@ def load_split(name: str, image_size: int, classes: list[str], index_dir: Path =
     label_of = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(df["class"]) - set(label_of))
     if unknown:
-        raise UserError(f"{path} has class {unknown[0]!r}, which the model does not know ({', '.join(classes)}); "
-                        "re-run the pipeline (dvc repro)")
+        raise UserError(
+            f"{path} has class {unknown[0]!r}, which the model does not know ({', '.join(classes)}); "
+            "re-run the pipeline (dvc repro)"
+        )
     labels = torch.tensor([label_of[c] for c in df["class"]], dtype=torch.int64)
     images = decode_all([raw_dir / p for p in df["path"]], image_size)
     return Split(name, images, labels, list(df["path"]))
@@ -85,44 +82,3 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float batch -> normalised float batch (mean/std shaped 1 x 3 x 1 x 1)."""
-    x = pixels.float().div(255.0) if pixels.dtype == torch.uint8 else pixels
-    return (x - mean) / std
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, params) -> torch.Tensor:
-    """Random affine (zoom, shift, rotation, optional flip) and colour jitter, a different draw per sample.
-
-    ``x``: B x 3 x S x S float in [0, 1] on any device; random numbers come from the CPU generator ``gen``
-    so a seed gives the same augmentation on every device. ``params``: a TrainParams.
-    """
-    b = x.shape[0]
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return (lo + (hi - lo) * torch.rand(b, generator=gen)).to(x.device)
-
-    angle = uniform(-params.max_rotation, params.max_rotation) * (math.pi / 180)
-    scale = uniform(params.min_scale, 1.0)  # sample a window `scale` of the side: zoom in
-    shift = 2 * params.max_shift  # affine_grid coordinates span [-1, 1]
-    tx, ty = uniform(-shift, shift), uniform(-shift, shift)
-    flip = torch.ones(b, device=x.device)
-    if params.flip:
-        flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-    j = params.color_jitter
-    if j > 0:
-        shape = (b, 1, 1, 1)
-        bright, contrast, sat = (uniform(1 - j, 1 + j).view(shape) for _ in range(3))
-        x = x * bright
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * contrast + mean
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        x = (x - grey) * sat + grey
-    return x.clamp_(0.0, 1.0)

@@ -33,15 +33,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from handsigns.atomic import atomic_dir, write_json
 from handsigns.errors import UserError
+from handsigns.files import atomic_dir, write_json
 from handsigns.imaging import DECODE_ERRORS, HASH_BITS, HASH_DRAFT, dhash, hamming, is_image_name, open_image
 from handsigns.params.data import DataParams
 
 SPLITS = ("train", "val", "test")
 _SPLIT_DIR = re.compile(r"(train|training|val|valid|validation|dev|test|testing)(?:[_\-. ].*)?", re.I)
-_SPLIT_ALIAS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "dev": "val", "test": "test", "testing": "test"}
+_SPLIT_ALIAS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 _FILENAME_LABEL = re.compile(r"([0-9A-Za-z])_.+")
 _JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 INDEX_COLUMNS = ["path", "label", "class", "sha256", "width", "height"]
@@ -118,9 +126,15 @@ def discover(raw: Path) -> tuple[list[Item], str]:
             for f in _listdir(d)[1]:
                 m = _FILENAME_LABEL.fullmatch(f.name)
                 bad = m is None and is_image_name(f.name)  # a non-image becomes 'not_an_image' below
-                items.append(Item(rel(f), split, m.group(1) if m else None,
-                                  "bad_label" if bad else "",
-                                  "file name does not start with '<label>_'" if bad else ""))
+                items.append(
+                    Item(
+                        rel(f),
+                        split,
+                        m.group(1) if m else None,
+                        "bad_label" if bad else "",
+                        "file name does not start with '<label>_'" if bad else "",
+                    )
+                )
                 claimed.add(f)
             add_class_folders(d, split)
     else:
@@ -174,8 +188,10 @@ def enforce_bad_file_policy(raw: Path, items: list[Item], on_bad_file: str) -> N
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         what = "has no valid label" if first.reason == "bad_label" else "is not a readable image"
-        raise UserError(f"{(raw / first.path).as_posix()} {what}: {first.detail}{more}; fix or remove it, or set "
-                        "data.on_bad_file: skip to list such files in data/index/excluded.csv")
+        raise UserError(
+            f"{(raw / first.path).as_posix()} {what}: {first.detail}{more}; fix or remove it, or set "
+            "data.on_bad_file: skip to list such files in data/index/excluded.csv"
+        )
 
 
 # ---------------------------------------------------------------------------------------- duplicates
@@ -247,7 +263,7 @@ def near_pairs(hashes: np.ndarray, max_dist: int) -> list[tuple[int, int, int]]:
     pairs = candidate_pairs(np.unpackbits(hashes, axis=1), max_dist)
     out = []
     for block in range(0, len(pairs), 1 << 20):  # bounded memory for the distance computation
-        p = pairs[block:block + (1 << 20)]
+        p = pairs[block : block + (1 << 20)]
         dist = hamming(hashes[p[:, 0]], hashes[p[:, 1]])
         keep = dist <= max_dist
         out.extend((int(i), int(j), int(d)) for (i, j), d in zip(p[keep], dist[keep], strict=True))
@@ -367,17 +383,31 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     enforce_bad_file_policy(raw, items, params.on_bad_file)
     kept = [i for i, it in enumerate(items) if not it.reason]
     if not kept:
-        raise UserError(f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
-                        "or [split/]class_name/*.jpg); check data.source")
+        raise UserError(
+            f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
+            "or [split/]class_name/*.jpg); check data.source"
+        )
     classes = sorted({items[i].cls for i in kept})  # type: ignore[type-var]
     edges, uf = find_duplicates(items, kept, params.near_duplicate_similarity)
     given = {items[i].split for i in kept}
     if "test" not in given:
-        carve(items, [i for i in kept if items[i].split in (None, "train")], "test", params.test_fraction,
-              params.split_seed, uf)
+        carve(
+            items,
+            [i for i in kept if items[i].split in (None, "train")],
+            "test",
+            params.test_fraction,
+            params.split_seed,
+            uf,
+        )
     if "val" not in given:
-        carve(items, [i for i in kept if items[i].split in (None, "train")], "val", params.val_fraction,
-              params.split_seed, uf)
+        carve(
+            items,
+            [i for i in kept if items[i].split in (None, "train")],
+            "val",
+            params.val_fraction,
+            params.split_seed,
+            uf,
+        )
     for i in kept:
         if items[i].split is None:
             items[i].split = "train"
@@ -388,29 +418,64 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     for split in SPLITS:
         rows = [it for it in items if it.split == split and not it.reason]
         tables[split] = pd.DataFrame(
-            {"path": [it.path for it in rows], "label": [label_of[it.cls] for it in rows],  # type: ignore[index]
-             "class": [it.cls for it in rows], "sha256": [it.sha256 for it in rows],
-             "width": [it.width for it in rows], "height": [it.height for it in rows]},
-            columns=INDEX_COLUMNS)
+            {
+                "path": [it.path for it in rows],
+                "label": [label_of[it.cls] for it in rows],  # type: ignore[index]
+                "class": [it.cls for it in rows],
+                "sha256": [it.sha256 for it in rows],
+                "width": [it.width for it in rows],
+                "height": [it.height for it in rows],
+            },
+            columns=INDEX_COLUMNS,
+        )
     no_train = [c for c in classes if not (tables["train"]["class"] == c).any()]
     if no_train:
-        raise UserError(f"class {no_train[0]!r} has no training images after indexing; add some, or remove "
-                        "the class from the data set")
+        raise UserError(
+            f"class {no_train[0]!r} has no training images after indexing; add some, or remove "
+            "the class from the data set"
+        )
     missing = [(s, c) for s in SPLITS for c in classes if not (tables[s]["class"] == c).any()]
 
     dup_rows = []
     for e in edges:
         a, b = items[e["a"]], items[e["b"]]
-        dup_rows.append({"path_a": a.path, "split_a": a.split, "path_b": b.path, "split_b": b.split,
-                         "kind": e["kind"], "distance": e["distance"],
-                         "similarity": round(1 - e["distance"] / HASH_BITS, 4),
-                         "cross_split": a.split != b.split, "same_class": a.cls == b.cls,
-                         "group": items[uf.find(e["a"])].path})
-    duplicates = pd.DataFrame(dup_rows, columns=["path_a", "split_a", "path_b", "split_b", "kind", "distance",
-                                                 "similarity", "cross_split", "same_class", "group"])
-    excluded = pd.DataFrame([{"path": it.path, "split": it.split or "", "reason": it.reason,
-                              "detail": it.detail} for it in items if it.reason],
-                            columns=["path", "split", "reason", "detail"])
+        dup_rows.append(
+            {
+                "path_a": a.path,
+                "split_a": a.split,
+                "path_b": b.path,
+                "split_b": b.split,
+                "kind": e["kind"],
+                "distance": e["distance"],
+                "similarity": round(1 - e["distance"] / HASH_BITS, 4),
+                "cross_split": a.split != b.split,
+                "same_class": a.cls == b.cls,
+                "group": items[uf.find(e["a"])].path,
+            }
+        )
+    duplicates = pd.DataFrame(
+        dup_rows,
+        columns=[
+            "path_a",
+            "split_a",
+            "path_b",
+            "split_b",
+            "kind",
+            "distance",
+            "similarity",
+            "cross_split",
+            "same_class",
+            "group",
+        ],
+    )
+    excluded = pd.DataFrame(
+        [
+            {"path": it.path, "split": it.split or "", "reason": it.reason, "detail": it.detail}
+            for it in items
+            if it.reason
+        ],
+        columns=["path", "split", "reason", "detail"],
+    )
     reasons = ("duplicate", "not_an_image", "outside_layout", "system_file", "bad_label", "unreadable")
     metrics = {
         "layout": layout,
@@ -419,8 +484,10 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
         "images": {s: len(tables[s]) for s in SPLITS},
         "per_class": {s: {c: int((tables[s]["class"] == c).sum()) for c in classes} for s in SPLITS},
         "excluded": {r: sum(it.reason == r for it in items) for r in reasons},
-        "duplicate_pairs": {"exact": sum(e["kind"] == "exact" for e in edges),
-                            "near": sum(e["kind"] == "near" for e in edges)},
+        "duplicate_pairs": {
+            "exact": sum(e["kind"] == "exact" for e in edges),
+            "near": sum(e["kind"] == "near" for e in edges),
+        },
         "near_duplicate_max_distance": max_distance(params.near_duplicate_similarity),
         "classes_missing_from_a_split": len(missing),
         **dup_metrics,

@@ -14,8 +14,8 @@ import pytest
 
 from handsigns.errors import UserError
 from handsigns.imaging import HASH_BITS, hamming
-from handsigns.index import INDEX_COLUMNS, SPLITS, build_index, max_distance, near_pairs, write_index
 from handsigns.params.data import DataParams
+from handsigns.split import INDEX_COLUMNS, SPLITS, build_index, max_distance, near_pairs, write_index
 
 from conftest import assert_user_error_exit, encode, image_array, run_stage, write_image
 
@@ -124,8 +124,18 @@ def test_cs230_dev_folder_is_val_and_no_wrapper_needed(tmp_path):
 def test_imagefolder_without_splits_many_classes_formats_and_modes(tmp_path):
     raw = tmp_path / "raw"
     classes = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]  # more than 6
-    kinds = [(".jpg", "RGB"), (".png", "RGBA"), (".bmp", "RGB"), (".webp", "RGB"), (".jpeg", "L"),
-             (".png", "L"), (".png", "P"), (".JPG", "RGB"), (".webp", "RGBA"), (".png", "RGB")]
+    kinds = [
+        (".jpg", "RGB"),
+        (".png", "RGBA"),
+        (".bmp", "RGB"),
+        (".webp", "RGB"),
+        (".jpeg", "L"),
+        (".png", "L"),
+        (".png", "P"),
+        (".JPG", "RGB"),
+        (".webp", "RGBA"),
+        (".png", "RGB"),
+    ]
     sizes = {}
     for c, cls in enumerate(classes):
         for k, (ext, mode) in enumerate(kinds):
@@ -233,10 +243,12 @@ def test_carving_keeps_copies_together(tmp_path):
         check(raw, res)
         assert res.metrics["cross_split_duplicates"] == {"test": 0, "test_exact": 0, "val": 0, "val_exact": 0}
         assert res.metrics["duplicate_pairs"] == {"exact": 10, "near": 10}
-        split_of = {p: s for s in SPLITS for p in res.tables[s].path} | dict(zip(res.excluded.path,
-                                                                                res.excluded.split, strict=True))
+        split_of = {p: s for s in SPLITS for p in res.tables[s].path} | dict(
+            zip(res.excluded.path, res.excluded.split, strict=True)
+        )
         pairs = [(f"a/a_{k:03d}.png", f"a/copy_{k}.png") for k in range(0, 30, 3)] + [
-            (f"b/b_{k:03d}.png", f"b/near_{k}.png") for k in range(0, 30, 3)]
+            (f"b/b_{k:03d}.png", f"b/near_{k}.png") for k in range(0, 30, 3)
+        ]
         assert all(split_of[a] == split_of[b] for a, b in pairs)
         # the first path of a group is kept; a carved test split collapses its copies like train and val
         # (only a test split the data set came with is never changed)
@@ -315,12 +327,16 @@ def test_near_duplicates_across_splits_are_found_and_dropped(tmp_path):
     res = build_index(raw, P())
     check(raw, res)
     near = res.duplicates[res.duplicates.kind == "near"]
-    assert {(r.path_a, r.path_b) for r in near.itertuples()} == {("test/a/photo.jpg", "train/a/photo_again.jpg"),
-                                                                 ("test/b/frame.png", "val/b/frame_noisy.png")}
+    assert {(r.path_a, r.path_b) for r in near.itertuples()} == {
+        ("test/a/photo.jpg", "train/a/photo_again.jpg"),
+        ("test/b/frame.png", "val/b/frame_noisy.png"),
+    }
     assert (near.distance <= max_distance(0.93)).all() and (near.distance > 0).all()
     assert (near.similarity >= 0.93).all() and near.cross_split.all()
-    assert excluded(res, "duplicate") == {"train/a/photo_again.jpg": "copy of test/a/photo.jpg in test",
-                                          "val/b/frame_noisy.png": "copy of test/b/frame.png in test"}
+    assert excluded(res, "duplicate") == {
+        "train/a/photo_again.jpg": "copy of test/a/photo.jpg in test",
+        "val/b/frame_noisy.png": "copy of test/b/frame.png in test",
+    }
     assert res.metrics["cross_split_duplicates"] == {"test": 2, "test_exact": 0, "val": 0, "val_exact": 0}
     assert len(res.tables["test"]) == 6
     strict = build_index(raw, P(near_duplicate_similarity=1.0))  # only identical hashes count now
@@ -356,11 +372,14 @@ def test_label_conflicts_are_counted(tmp_path):
 # -------------------------------------------------------------------------------------------- bad files
 
 
-@pytest.mark.parametrize(("name", "data"), [
-    ("train/a/broken.jpg", np.random.default_rng(5).bytes(3000)),
-    ("train/a/empty.png", b""),
-    ("train/a/truncated.jpg", None),
-])
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("train/a/broken.jpg", np.random.default_rng(5).bytes(3000)),
+        ("train/a/empty.png", b""),
+        ("train/a/truncated.jpg", None),
+    ],
+)
 def test_unreadable_image(tmp_path, name, data):
     raw = imagefolder(tmp_path / "raw", ["a", "b"], 5, "train")
     imagefolder(raw, ["a", "b"], 2, "test")
@@ -398,8 +417,10 @@ def test_non_image_files_in_the_cs230_layout_are_not_errors(tmp_path):
     put(raw, "64x64_SIGNS/test_signs/0_IMG_1.jpg.bak", b"old")
     res = build_index(raw, P())  # on_bad_file: error, yet nothing here is a bad image
     check(raw, res)
-    assert set(excluded(res, "not_an_image")) == {"64x64_SIGNS/train_signs/notes.txt",
-                                                  "64x64_SIGNS/test_signs/0_IMG_1.jpg.bak"}
+    assert set(excluded(res, "not_an_image")) == {
+        "64x64_SIGNS/train_signs/notes.txt",
+        "64x64_SIGNS/test_signs/0_IMG_1.jpg.bak",
+    }
 
 
 def test_missing_or_empty_raw(tmp_path):
@@ -428,8 +449,12 @@ def test_near_pairs_equals_brute_force(max_dist):
         row[flip] ^= 1
         base[k + 1] = np.packbits(row)
     got = near_pairs(base, max_dist)
-    brute = [(i, j, int(d)) for i in range(len(base)) for j in range(i + 1, len(base))
-             if (d := hamming(base[i], base[j])) <= max_dist]
+    brute = [
+        (i, j, int(d))
+        for i in range(len(base))
+        for j in range(i + 1, len(base))
+        if (d := hamming(base[i], base[j])) <= max_dist
+    ]
     assert got == brute
     assert len(brute) >= 1 if max_dist >= 17 else True
 
@@ -448,21 +473,28 @@ def test_write_index(tmp_path):
     out.mkdir(parents=True)
     (out / "stale.csv").write_text("old")
     write_index(res, out, metrics, details)
-    assert sorted(p.name for p in out.iterdir()) == ["classes.json", "duplicates.csv", "excluded.csv", "test.csv",
-                                                     "train.csv", "val.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "classes.json",
+        "duplicates.csv",
+        "excluded.csv",
+        "test.csv",
+        "train.csv",
+        "val.csv",
+    ]
     for split in SPLITS:
         df = pd.read_csv(out / f"{split}.csv", dtype={"class": str})
         assert list(df.columns) == ["path", "label", "class", "sha256", "width", "height"]
         pd.testing.assert_frame_equal(df, res.tables[split], check_dtype=False)
-    assert json.loads((out / "classes.json").read_text()) == {"classes": ["0", "1", "2"],
-                                                              "layout": "filename-labels"}
+    assert json.loads((out / "classes.json").read_text()) == {"classes": ["0", "1", "2"], "layout": "filename-labels"}
     assert json.loads(details.read_text()) == res.metrics
     # The headline DVC shows: a handful of numbers, every one of them also in the details.
     assert json.loads(metrics.read_text()) == {"classes": 3, "images": res.metrics["images"], "excluded": 2}
     ex = pd.read_csv(out / "excluded.csv")
     assert list(ex.columns) == ["path", "split", "reason", "detail"]
-    assert dict(zip(ex.path, ex.reason, strict=True)) == {"64x64_SIGNS/train_signs/0_IMG_bad.jpg": "unreadable",
-                                                          "64x64_SIGNS/train_signs/2_IMG_x.jpg": "duplicate"}
+    assert dict(zip(ex.path, ex.reason, strict=True)) == {
+        "64x64_SIGNS/train_signs/0_IMG_bad.jpg": "unreadable",
+        "64x64_SIGNS/train_signs/2_IMG_x.jpg": "duplicate",
+    }
     assert len(pd.read_csv(out / "duplicates.csv")) == 1
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     write_index(build_index(raw, P(on_bad_file="skip")), out, metrics, details)  # identical inputs, identical bytes

@@ -1,11 +1,13 @@
-"""Atomic outputs: write into a temporary sibling, then rename into place.
+"""Files: atomic outputs and content hashes.
 
-A killed run leaves either the previous output or none, never a half-written one.
+Outputs are written into a temporary sibling, then renamed into place: a killed run leaves either the previous
+output or none, never a half-written one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -79,3 +81,22 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(root: Path) -> str:
+    """A folder's hash: sha256 over its sorted relative paths and their files' sha256."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""sources.py: fetch (file, folder, HTTP), verify and safely extract, on real files and a real HTTP server."""
+"""download.py: fetch (file, folder, HTTP), verify and safely extract, on real files and a real HTTP server."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handsigns import sources
+from handsigns import download
+from handsigns.download import materialise
 from handsigns.errors import UserError
-from handsigns.sources import materialise, sha256_file, sha256_tree
+from handsigns.files import sha256_file, sha256_tree
 
 from conftest import assert_user_error_exit, run_stage, write_image
 
@@ -29,7 +30,7 @@ FILES = {"pics/0_a.png": None, "pics/1_b.png": None, "pics/sub/2_c.png": None, "
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(sources, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
 
 
 @pytest.fixture
@@ -79,10 +80,18 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run(source: str | Path, raw: Path, sha: str | None = None, *, retries: int = 0, dl: Path | None = None,
-        timeout_s: float = 5) -> dict:
-    return materialise(str(source), sha, raw, retries=retries, timeout_s=timeout_s,
-                       download_dir=dl or raw.parent / "downloads")
+def run(
+    source: str | Path,
+    raw: Path,
+    sha: str | None = None,
+    *,
+    retries: int = 0,
+    dl: Path | None = None,
+    timeout_s: float = 5,
+) -> dict:
+    return materialise(
+        str(source), sha, raw, retries=retries, timeout_s=timeout_s, download_dir=dl or raw.parent / "downloads"
+    )
 
 
 def refused(tmp_path: Path, name: str, data: bytes, match: str | None = None) -> str:
@@ -104,8 +113,15 @@ def test_zip_extracts_and_records_provenance(tmp_path, payload):
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     record = run(archive, tmp_path / "raw", sha)
     assert tree(tmp_path / "raw") == payload
-    assert record == {"source": str(archive), "source_kind": "file", "format": "zip", "sha256": sha,
-                      "sha256_pinned": True, "files": 4, "bytes": sum(map(len, payload.values()))}
+    assert record == {
+        "source": str(archive),
+        "source_kind": "file",
+        "format": "zip",
+        "sha256": sha,
+        "sha256_pinned": True,
+        "files": 4,
+        "bytes": sum(map(len, payload.values())),
+    }
     assert archive.exists()  # a local source is never deleted
 
 
@@ -210,14 +226,14 @@ def test_damaged_zip(tmp_path, where):
     content = np.random.default_rng(0).bytes(5000) + bytes(range(256)) * 400
     data = bytearray(zip_bytes({"big.bin": content}))
     offset = 40 + int(where * (len(data) - 200))  # inside the compressed data: CRC or inflate fails
-    data[offset:offset + 10] = b"\xff" * 10
+    data[offset : offset + 10] = b"\xff" * 10
     refused(tmp_path, "data.zip", bytes(data), "damaged zip archive")
 
 
 def test_damaged_tar_xz(tmp_path):
     rng = np.random.default_rng(0)
     data = bytearray(tar_bytes({"big.bin": rng.bytes(20_000) + bytes(range(256)) * 400}, mode="w:xz"))
-    data[len(data) // 2:len(data) // 2 + 10] = bytes(10)
+    data[len(data) // 2 : len(data) // 2 + 10] = bytes(10)
     refused(tmp_path, "data.tar.xz", bytes(data), "damaged xz stream")
 
 
@@ -268,12 +284,15 @@ def test_tar_escaping_member_is_refused(tmp_path, payload, member):
     assert not Path("/tmp/handsigns_abs_evil.txt").exists()
 
 
-@pytest.mark.parametrize(("name", "target", "why"), [
-    ("pics/link.png", "../../etc/passwd", "leads outside"),
-    ("pics/link.png", "/etc/passwd", "absolute"),
-    ("link.png", "../x", "leads outside"),
-    ("pics/sub/link.png", "../../pics/../../x", "leads outside"),
-])
+@pytest.mark.parametrize(
+    ("name", "target", "why"),
+    [
+        ("pics/link.png", "../../etc/passwd", "leads outside"),
+        ("pics/link.png", "/etc/passwd", "absolute"),
+        ("link.png", "../x", "leads outside"),
+        ("pics/sub/link.png", "../../pics/../../x", "leads outside"),
+    ],
+)
 def test_tar_symlink_leading_outside_is_refused(tmp_path, payload, name, target, why):
     message = refused(tmp_path, "data.tar.gz", tar_bytes(payload, extra=[link_info(name, target)]), why)
     assert repr(name) in message and repr(target) in message
@@ -286,8 +305,9 @@ def test_tar_hardlink_leading_outside_is_refused(tmp_path, payload):
 
 def test_tar_hardlink_inside_the_tree_is_kept(tmp_path, payload):
     archive = tmp_path / "data.tar"
-    archive.write_bytes(tar_bytes(payload, mode="w", extra=[link_info("pics/sub/hard.png", "pics/0_a.png",
-                                                                      tarfile.LNKTYPE)]))
+    archive.write_bytes(
+        tar_bytes(payload, mode="w", extra=[link_info("pics/sub/hard.png", "pics/0_a.png", tarfile.LNKTYPE)])
+    )
     record = run(archive, tmp_path / "raw")
     assert (tmp_path / "raw" / "pics" / "sub" / "hard.png").read_bytes() == payload["pics/0_a.png"]
     assert record["files"] == 5
@@ -297,8 +317,9 @@ def test_tar_hardlink_inside_the_tree_is_kept(tmp_path, payload):
 def test_tar_special_file_is_refused(tmp_path, payload, kind):
     info = tarfile.TarInfo("pics/device")
     info.type = kind
-    refused(tmp_path, "data.tar", tar_bytes(payload, mode="w", extra=[info]),
-            "'pics/device': not a file, folder or link")
+    refused(
+        tmp_path, "data.tar", tar_bytes(payload, mode="w", extra=[info]), "'pics/device': not a file, folder or link"
+    )
 
 
 def test_tar_link_inside_the_tree_is_kept(tmp_path, payload):
@@ -377,6 +398,7 @@ class Seen:
 @dataclass
 class Server:
     """What the test HTTP server serves; ``script`` is a queue of one-shot behaviours for the next requests."""
+
     body: bytes = b""
     etag: str = '"v1"'
     content_type: str = "application/zip"

@@ -1,0 +1,63 @@
+"""The recipe: the knobs of the train, evaluate and export stages. Top-level ``seed``, ``lr``, ``epochs``,
+``batch_size`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model``,
+``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from handsigns.errors import UserError
+from handsigns.params import knob
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    image_size: int = knob(64, lo=8, hi=1024)
+    num_channels: int = knob(32, lo=1, hi=1024)
+    batchnorm: bool = knob(True)
+    dropout: float = knob(0.3, lo=0, hi=1)
+
+    def __post_init__(self) -> None:
+        if self.dropout >= 1:
+            raise UserError(f"params.yaml: model.dropout = {self.dropout!r} is out of range; it must be < 1")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    optimizer: str = knob("adamw", choices=("sgd", "adam", "adamw"))
+    momentum: float = knob(0.9, lo=0, hi=1)
+    weight_decay: float = knob(5e-4, lo=0)
+    schedule: str = knob("onecycle", choices=("none", "onecycle", "cosine"))
+    label_smoothing: float = knob(0.1, lo=0, hi=1)
+    patience: int = knob(0, lo=0)
+    augment: bool = knob(True)
+    flip: bool = knob(False)
+    max_rotation: float = knob(10.0, lo=0, hi=180)
+    min_scale: float = knob(0.9, lo=0.1, hi=1)
+    max_shift: float = knob(0.05, lo=0, hi=0.5)
+    color_jitter: float = knob(0.2, lo=0, hi=1)
+    device: str = knob("auto")
+    precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    deterministic: bool = knob(False)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = knob(256, lo=1)
+
+
+@dataclass(frozen=True)
+class RecipeParams:
+    """Everything the model half reads from params.yaml: the top level, less the other stages' sections."""
+
+    SECTION: ClassVar[None] = None
+    OTHER_SECTIONS: ClassVar[tuple[str, ...]] = ("data", "ci")  # accepted here, validated by their stages
+
+    seed: int = knob(0, lo=0, hi=2**32 - 1)
+    lr: float = knob(3e-3, lo=0, lo_open=True)
+    epochs: int = knob(60, lo=1, hi=100_000)
+    batch_size: int = knob(32, lo=1, hi=65_536)
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvalParams = EvalParams()

@@ -1,0 +1,143 @@
+"""Where and how a run computes: the device, the precision, seeding, and the fingerprint of the machine and
+software that ran (``metrics/fingerprint.json``), which the gate compares to tell runs apart.
+
+torch is imported inside the functions: ``handsigns gate`` reads :data:`DECIDING_KEYS` without loading it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handsigns.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+# The fingerprint keys that decide a run's floating-point result: the same values give the same bytes; other
+# kernels, thread counts or library versions give other, equally valid, last bits (``handsigns gate``).
+DECIDING_KEYS = tuple(
+    "device device_name cpu_capability torch_threads torch precision gpu cuda cudnn "
+    "numpy pillow onnx onnxscript onnxruntime safetensors dvclive".split()
+)
+# Libraries whose code shapes the outputs' bytes (decoding, curves, export) besides torch.
+LIBRARIES = ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise UserError(f"params.yaml: train.device = {name!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"params.yaml: train.device = {name!r} but CUDA is not available here; use auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"params.yaml: train.device = {name!r} but only {torch.cuda.device_count()} GPU(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"params.yaml: train.device = {name!r} but MPS is not available here; use auto or cpu")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 on GPUs that support it (no loss scaling needed), fp32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise UserError("params.yaml: train.precision = fp16 needs a GPU; use fp32 or bf16 on the CPU")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("params.yaml: train.precision = bf16 but this GPU has no bf16; use fp16 or fp32")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def seed_everything(seed: int, device: torch.device, deterministic: bool) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cpu" or deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def fingerprint(device: torch.device, precision: str) -> dict[str, Any]:
+    """The machine and software of a run: every key of :data:`DECIDING_KEYS` and a few for people (cores,
+    Python, platform)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "precision": precision,
+        "device": str(device),
+        "device_name": _cpu_model() if device.type == "cpu" else str(device),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch picked (AVX512...)
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **_library_versions(),
+        # the same keys on every run; CUDA/cuDNN versions only where they were used (not the torch build's)
+        "cuda": None,
+        "cudnn": None,
+        "gpu": None,
+        "gpu_memory_gib": None,
+        "gpu_count": 0,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            device_name=props.name,
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        )
+    return info

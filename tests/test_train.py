@@ -1,0 +1,73 @@
+"""Training, checkpoints and inference in process, on tiny random tensors: the fast unit tests of the model half."""
+
+import pytest
+import torch
+
+from handsigns import checkpoint
+from handsigns.dataset import Split
+from handsigns.model import Net
+from handsigns.params import build
+from handsigns.params.recipe import RecipeParams
+from handsigns.train import batch_bounds, fit, make_optimizer, make_scheduler
+
+from conftest import TINY
+
+
+def random_split(n: int, seed: int = 0, classes: int = 2) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+    return Split("x", images, torch.arange(n) % classes, [f"{i}.png" for i in range(n)])
+
+
+@pytest.mark.parametrize(("n", "bs", "sizes"), [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (8, 4, [4, 4]), (3, 32, [3])])
+def test_a_last_batch_of_one_joins_the_previous(n, bs, sizes):
+    bounds = batch_bounds(n, bs)
+    assert [e - s for s, e in bounds] == sizes
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+
+
+def test_training_with_a_one_image_last_batch_and_batchnorm(tmp_path):
+    recipe = build(RecipeParams, {**TINY, "epochs": 1, "batch_size": 4})
+    summary = fit(
+        recipe, ["a", "b"], random_split(9), random_split(4, seed=1), best_path=tmp_path / "best.pt"
+    )  # batches 4+5, not 4+4+1
+    assert summary["quality"]["epochs_run"] == 1
+
+
+def test_onecycle_keeps_the_configured_momentum():
+    recipe = build(RecipeParams, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle"}})
+    opt = make_optimizer(recipe, Net(2, 16, 4))
+    make_scheduler(recipe, opt, steps_per_epoch=3)
+    assert opt.param_groups[0]["momentum"] == 0.5
+
+
+def test_best_checkpoint_rebuilds_the_classifier_that_scored_val(tmp_path):
+    """fit saves the best epoch; checkpoint.load_model rebuilds it, normalisation included, and scoring it
+    gives the val accuracy fit reported."""
+    recipe = build(RecipeParams, {**TINY, "epochs": 2})
+    val = random_split(12, seed=1)
+    summary = fit(recipe, ["a", "b"], random_split(24), val, best_path=tmp_path / "best.pt")
+    model, ckpt = checkpoint.load_model(tmp_path / "best.pt")
+    assert ckpt["epoch"] == summary["quality"]["best_epoch"] and ckpt["classes"] == ["a", "b"]
+    assert ckpt["params"]["lr"] == TINY["lr"]
+    logprobs = checkpoint.log_probs(model, val.images, batch_size=5)
+    accuracy = (logprobs.argmax(1) == val.labels).float().mean().item()
+    assert accuracy == pytest.approx(summary["best"]["accuracy"])
+    assert torch.allclose(logprobs.exp(), model(val.images), atol=1e-6)  # the exported forward: probabilities
+
+
+def test_identical_fits_write_identical_checkpoint_bytes(tmp_path):
+    recipe = build(RecipeParams, {**TINY, "epochs": 1})
+    for name in ("a.pt", "b.pt"):
+        fit(recipe, ["a", "b"], random_split(16), random_split(8, seed=1), best_path=tmp_path / name)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_a_foreign_checkpoint_is_one_clear_error(tmp_path):
+    from handsigns.errors import UserError
+
+    (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="is not a handsigns checkpoint"):
+        checkpoint.load_model(tmp_path / "best.pt")
+    with pytest.raises(UserError, match="not found; run the train stage first"):
+        checkpoint.load_model(tmp_path / "missing.pt")
