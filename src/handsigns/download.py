@@ -95,7 +95,7 @@ def fetch(source: str, *, retries: int, timeout_s: float, download_dir: Path = D
     raise UserError(
         f"data.source {source!r}: no such file or folder ({path.resolve()}); put the data set "
         "there, or set data.source in params.yaml to another copy or a URL (`make repro "
-        'SOURCE=path-or-url`; docs/data.md)'
+        "SOURCE=path-or-url`; docs/data.md)"
     )
 
 
