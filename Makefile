@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1
 
-.PHONY: install lock repro test test-all gate lint check-workflows bench clean-venv
+.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -78,7 +78,12 @@ check-workflows: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/zizmor --offline .github/workflows
 
+# Speed against the course notes' loop, side by side in one run (bench/results.{json,md}; needs `make repro`).
+# The threads are pinned so that runs compare: 2, or THREADS=N.
 bench: $(STAMP)
+	OMP_NUM_THREADS=$(or $(THREADS),2) $(BIN)/python bench/speed.py $(BENCH_ARGS)
+
+bench-split: $(STAMP)
 	$(BIN)/python bench/split_scaling.py
 
 clean-venv:

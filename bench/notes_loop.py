@@ -22,10 +22,11 @@ from handsigns.model import Net
 
 
 class SIGNSDataset(Dataset):
-    def __init__(self, data_dir: Path, image_size: int = 64) -> None:
-        self.filenames = sorted(p for p in Path(data_dir).iterdir() if p.suffix == ".jpg")
-        self.labels = [int(p.name[0]) for p in self.filenames]
-        self.image_size = image_size
+    """The notes' Dataset over given files and labels (the benchmark passes the split stage's train table, so
+    both loops see the same images)."""
+
+    def __init__(self, filenames: list[Path], labels: list[int], image_size: int = 64) -> None:
+        self.filenames, self.labels, self.image_size = filenames, labels, image_size
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -36,12 +37,14 @@ class SIGNSDataset(Dataset):
         return tensor, self.labels[idx]
 
 
-def train(data_dir: Path, epochs: int, seed: int = 0, batch_size: int = 32) -> dict:
+def train(
+    files: list[Path], labels: list[int], num_classes: int, epochs: int, seed: int = 0, batch_size: int = 32
+) -> dict:
     """Train the notes' way; returns images/s over all epochs (data loading included, as the notes run it)."""
     torch.manual_seed(seed)
-    dataset = SIGNSDataset(data_dir)
+    dataset = SIGNSDataset(files, labels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    net = Net(6, image_size=64, num_channels=32, batchnorm=False, dropout=0.0)
+    net = Net(num_classes, image_size=64, num_channels=32, batchnorm=False, dropout=0.0)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
     loss_fn = nn.NLLLoss()
     started = time.perf_counter()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,32 +33,54 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.split("."), yaml.safe_load(value)
 
 
-def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for text in [*overrides, f"seed={seed}"]:
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """``params`` with each ``key.sub=value`` override set (values parsed as YAML, as `dvc exp run -S`)."""
+    for text in overrides:
         keys, value = parse_override(text)
         node = params
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = value
+    return params
+
+
+def make_workdir(workdir: Path, overrides: list[str]) -> Path:
+    """A throwaway project in ``workdir``: params.yaml with ``overrides``, stages/, links to data/raw and
+    data/index (the workspace is never touched)."""
+    params = apply_overrides(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
     (workdir / "data").mkdir(parents=True)
     for name in ("raw", "index"):
         os.symlink(ROOT / "data" / name, workdir / "data" / name)
     shutil.copytree(ROOT / "stages", workdir / "stages")
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return workdir
+
+
+def run_stage(workdir: Path, stage: str) -> list[tuple[float, str]]:
+    """Run ``stages/STAGE.py`` in ``workdir``; its output lines, each with the seconds since it started."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    for stage in ("train", "evaluate"):
-        proc = subprocess.run(
-            [sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, capture_output=True, text=True
-        )
-        if proc.returncode:
-            raise SystemExit(f"seed {seed}: stage {stage} failed:\n{proc.stderr[-2000:]}")
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, f"stages/{stage}.py"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = [(time.perf_counter() - started, line.rstrip("\n")) for line in proc.stdout]
+    stderr = proc.stderr.read()
+    if proc.wait():
+        raise SystemExit(f"{workdir.name}: stage {stage} failed:\n{stderr[-2000:]}")
+    return [*lines, (time.perf_counter() - started, "")]
+
+
+def results(workdir: Path) -> dict:
     train = json.loads((workdir / "metrics/train.json").read_text())
     ev = json.loads((workdir / "metrics/eval.json").read_text())
     runtime = json.loads((workdir / "metrics/runtime.json").read_text())
     test = pd.read_csv(workdir / "metrics/eval/predictions_test.csv", dtype=str)
     return {
-        "seed": seed,
         **train,
         "val": ev["val"],
         "test": ev["test"],
@@ -65,6 +88,13 @@ def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
         "test_errors": int((test["actual"] != test["predicted"]).sum()),
         "seconds": runtime["train_seconds"],
     }
+
+
+def run_seed(seed: int, overrides: list[str], workdir: Path) -> dict:
+    make_workdir(workdir, [*overrides, f"seed={seed}"])
+    for stage in ("train", "evaluate"):
+        run_stage(workdir, stage)
+    return {"seed": seed, **results(workdir)}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from handsigns.files import write_json
 from handsigns.params import load
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import CURVES, FINGERPRINT, RUNTIME, TRAIN_METRICS
-from handsigns.train import fit
+from handsigns.train import fit, plan_epochs
 
 
 def main() -> None:
@@ -20,9 +20,15 @@ def main() -> None:
     classes = read_classes()
     train = load_split("train", recipe.model.image_size, classes)
     val = load_split("val", recipe.model.image_size, classes)
+    epochs, steps = plan_epochs(recipe, len(train))
+    raised = (
+        f" (raised from {recipe.epochs} to reach train.min_steps = {recipe.train.min_steps})"
+        if epochs > recipe.epochs
+        else ""
+    )
     print(
         f"train: {len(train)} train / {len(val)} val images, {len(classes)} classes, "
-        f"{recipe.model.image_size}px, {recipe.epochs} epochs"
+        f"{recipe.model.image_size}px, {epochs} epochs of {steps} steps{raised}"
     )
     with Live(str(CURVES), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         summary = fit(recipe, classes, train, val, live=live)

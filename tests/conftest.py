@@ -25,6 +25,7 @@ TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "epochs": 2,
     "batch_size": 16,
     "model": {"image_size": 16, "num_channels": 4},
+    "train": {"min_steps": 0},  # exactly `epochs` epochs
     "evaluate": {"batch_size": 64},
 }
 

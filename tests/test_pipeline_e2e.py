@@ -14,7 +14,7 @@ from conftest import VENV_BIN, make_project, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FEW_EPOCHS = {"epochs": 3}
+FEW_EPOCHS = {"epochs": 3, "train": {"min_steps": 0}}
 
 
 @pytest.fixture(scope="module")

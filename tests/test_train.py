@@ -8,7 +8,8 @@ from handsigns.dataset import Split
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
-from handsigns.train import batch_bounds, fit, make_optimizer, make_scheduler
+from handsigns.runtime import resolve_precision
+from handsigns.train import batch_bounds, fit, make_optimizer, make_scheduler, plan_epochs
 
 from conftest import TINY
 
@@ -37,7 +38,7 @@ def test_training_with_a_one_image_last_batch_and_batchnorm(tmp_path):
 def test_onecycle_keeps_the_configured_momentum():
     recipe = build(RecipeParams, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle"}})
     opt = make_optimizer(recipe, Net(2, 16, 4))
-    make_scheduler(recipe, opt, steps_per_epoch=3)
+    make_scheduler(recipe, opt, total=3)
     assert opt.param_groups[0]["momentum"] == 0.5
 
 
@@ -56,13 +57,6 @@ def test_best_checkpoint_rebuilds_the_classifier_that_scored_val(tmp_path):
     assert torch.allclose(logprobs.exp(), model(val.images), atol=1e-6)  # the exported forward: probabilities
 
 
-def test_identical_fits_write_identical_checkpoint_bytes(tmp_path):
-    recipe = build(RecipeParams, {**TINY, "epochs": 1})
-    for name in ("a.pt", "b.pt"):
-        fit(recipe, ["a", "b"], random_split(16), random_split(8, seed=1), best_path=tmp_path / name)
-    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
-
-
 def test_a_foreign_checkpoint_is_one_clear_error(tmp_path):
     from handsigns.errors import UserError
 
@@ -71,3 +65,33 @@ def test_a_foreign_checkpoint_is_one_clear_error(tmp_path):
         checkpoint.load_model(tmp_path / "best.pt")
     with pytest.raises(UserError, match="not found; run the train stage first"):
         checkpoint.load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    ("images", "epochs", "min_steps", "planned"), [(811, 20, 500, 20), (270, 20, 500, 56), (9, 3, 0, 3)]
+)
+def test_small_data_sets_get_as_many_updates(images, epochs, min_steps, planned):
+    """With batch 32, SIGNS (811 images, 26 steps an epoch) keeps its 20 epochs; a set a third its size is
+    given the epochs that make up train.min_steps steps, not a third of the updates."""
+    recipe = build(RecipeParams, {"epochs": epochs, "train": {"min_steps": min_steps}})
+    planned_epochs, steps = plan_epochs(recipe, images)
+    assert planned_epochs == planned and planned_epochs * steps >= min_steps
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_identical_fits_write_identical_checkpoint_bytes(tmp_path, precision):
+    """Byte-identical reruns on the CPU for each precision `auto` may choose, in the channels_last layout."""
+    recipe = build(RecipeParams, {**TINY, "epochs": 1, "train": {**TINY["train"], "precision": precision}})
+    for name in ("a.pt", "b.pt"):
+        summary = fit(recipe, ["a", "b"], random_split(16), random_split(8, seed=1), best_path=tmp_path / name)
+    assert summary["fingerprint"]["precision"] == precision
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice stands

@@ -70,13 +70,19 @@ class Classifier(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.channels_last = False
+
+    def use_channels_last(self) -> Classifier:
+        """Weights and inputs in NHWC layout (faster convolutions; same values, other float rounding)."""
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of uint8 pixels, or of float pixels already in [0, 1] (augmented batches)."""
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         x = (x - self.mean) / self.std
-        if x.is_cuda:  # channels_last on CUDA, where the weights are channels_last too (tensor cores)
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 

@@ -30,6 +30,7 @@ class TrainParams:
     weight_decay: float = knob(5e-4, lo=0)
     schedule: str = knob("onecycle", choices=("none", "onecycle", "cosine"))
     label_smoothing: float = knob(0.1, lo=0, hi=1)
+    min_steps: int = knob(500, lo=0, hi=10_000_000)
     patience: int = knob(0, lo=0)
     augment: bool = knob(True)
     flip: bool = knob(False)
@@ -40,6 +41,7 @@ class TrainParams:
     device: str = knob("auto")
     precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))
     deterministic: bool = knob(False)
+    compile: bool = knob(False)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class RecipeParams:
 
     seed: int = knob(0, lo=0, hi=2**32 - 1)
     lr: float = knob(3e-3, lo=0, lo_open=True)
-    epochs: int = knob(60, lo=1, hi=100_000)
+    epochs: int = knob(20, lo=1, hi=100_000)
     batch_size: int = knob(32, lo=1, hi=65_536)
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
