@@ -1,4 +1,5 @@
-"""DVC stage `train`: fit the network on data/index/train.csv, select the best epoch on val.
+"""DVC stage `train`: fit the network on data/index/train.csv, select the best epoch on val. An interrupted run
+(kill, Ctrl-C, a lost machine) resumes from its last complete epoch when the stage runs again (models/.resume/).
 
 Outputs: models/best.pt, metrics/train.json (best epoch, epochs run), metrics/runtime.json (seconds, images/s),
 metrics/fingerprint.json (the machine and software that ran) and metrics/train/ (per-epoch curves, DVCLive).
@@ -9,7 +10,7 @@ from handsigns.errors import run_main
 from handsigns.files import write_json
 from handsigns.params import load
 from handsigns.params.recipe import RecipeParams
-from handsigns.paths import CURVES, FINGERPRINT, RUNTIME, TRAIN_METRICS
+from handsigns.paths import CURVES, FINGERPRINT, RESUME, RUNTIME, TRAIN_METRICS
 from handsigns.train import fit, plan_epochs
 
 
@@ -31,7 +32,7 @@ def main() -> None:
         f"{recipe.model.image_size}px, {epochs} epochs of {steps} steps{raised}"
     )
     with Live(str(CURVES), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        summary = fit(recipe, classes, train, val, live=live)
+        summary = fit(recipe, classes, train, val, live=live, resume_path=RESUME)
     # Quality and speed are DVC metrics; the fingerprint (strings mostly) is a committed file the gate reads.
     write_json(TRAIN_METRICS, summary["quality"])
     write_json(RUNTIME, summary["runtime"])

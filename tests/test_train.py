@@ -95,3 +95,62 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert resolve_precision("auto", cpu) == expected
     assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice stands
+
+
+class StopAt:
+    """A DVCLive stand-in that presses Ctrl-C when epoch ``stop`` is logged (after epochs before it were saved)."""
+
+    def __init__(self, stop: int | None = None) -> None:
+        self.stop, self.step, self.rows = stop, 0, []
+
+    def log_metric(self, name, value):
+        self.rows.append((self.step, name, value))
+
+    def next_step(self):
+        if self.step == self.stop:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_fit_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path, capsys):
+    recipe = build(RecipeParams, {**TINY, "epochs": 4})
+    train, val = random_split(24), random_split(12, seed=1)
+    straight = StopAt()
+    fit(recipe, ["a", "b"], train, val, live=straight, best_path=tmp_path / "straight.pt")
+
+    resume = tmp_path / ".resume/train.pt"
+    with pytest.raises(KeyboardInterrupt, match=r"stopped in epoch 3 of 4; epochs 1-2 are saved in .*run `dvc repro`"):
+        fit(recipe, ["a", "b"], train, val, live=StopAt(3), best_path=tmp_path / "best.pt", resume_path=resume)
+    (tmp_path / "best.pt").unlink(missing_ok=True)  # as DVC deletes a stage's outputs before running it
+    resumed = StopAt()
+    summary = fit(recipe, ["a", "b"], train, val, live=resumed, best_path=tmp_path / "best.pt", resume_path=resume)
+    assert "resuming from" in capsys.readouterr().out and summary["quality"]["epochs_run"] == 4
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "straight.pt").read_bytes()
+    assert resumed.rows == straight.rows  # the curves, epochs 1-2 replayed from the checkpoint
+    assert not resume.exists()  # a completed run leaves nothing to resume
+
+
+@pytest.mark.parametrize(("change", "part"), [({"lr": 0.02}, "params"), ({"seed": 1}, "params")])
+def test_a_checkpoint_of_other_params_is_not_resumed(tmp_path, capsys, change, part):
+    recipe = build(RecipeParams, {**TINY, "epochs": 3})
+    train, val, resume = random_split(24), random_split(12, seed=1), tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(recipe, ["a", "b"], train, val, live=StopAt(2), best_path=tmp_path / "best.pt", resume_path=resume)
+    other = build(RecipeParams, {**TINY, "epochs": 3, **change})
+    fit(other, ["a", "b"], train, val, live=StopAt(), best_path=tmp_path / "best.pt", resume_path=resume)
+    out = capsys.readouterr().out
+    assert f"not resuming from {resume}: it was saved with other {part}; starting over" in out
+    assert "resuming from" not in out.replace("not resuming from", "")
+
+
+def test_other_data_or_a_damaged_checkpoint_starts_over(tmp_path, capsys):
+    recipe = build(RecipeParams, {**TINY, "epochs": 3})
+    val, resume = random_split(12, seed=1), tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(recipe, ["a", "b"], random_split(24), val, live=StopAt(2), best_path=tmp_path / "b.pt", resume_path=resume)
+    saved = resume.read_bytes()
+    fit(recipe, ["a", "b"], random_split(24, seed=5), val, live=StopAt(), best_path=tmp_path / "b.pt",
+        resume_path=resume)  # fmt: skip
+    assert "it was saved with other data; starting over" in capsys.readouterr().out
+    resume.write_bytes(saved[: len(saved) // 2])
+    fit(recipe, ["a", "b"], random_split(24), val, live=StopAt(), best_path=tmp_path / "b.pt", resume_path=resume)
+    assert f"not resuming from {resume}: unreadable" in capsys.readouterr().out

@@ -29,7 +29,7 @@ def run_main(main: Callable[[], object]) -> NoReturn:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C; a stage may say where it stopped and how to go on
+        print(f"error: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)

@@ -24,6 +24,11 @@ TRAIN_METRICS = Path("metrics/train.json")  # best epoch, epochs run
 RUNTIME = Path("metrics/runtime.json")  # seconds, images/s
 FINGERPRINT = Path("metrics/fingerprint.json")  # the machine and software that trained
 CURVES = Path("metrics/train")  # DVCLive: per-epoch loss and accuracy
+# The last complete epoch of an unfinished run (weights, optimiser, schedule, RNGs, curves so far), deleted when
+# the run completes. Not a DVC output: DVC deletes a stage's outputs before running it, and this must survive
+# to be resumed (a `persist: true` output would survive too, but its hash would enter dvc.lock and differ
+# between a resumed and an uninterrupted run).
+RESUME = Path("models/.resume/train.pt")
 
 # evaluate
 EVAL_METRICS = Path("metrics/eval.json")  # headline: val/test accuracy, macro-F1, loss

@@ -1,11 +1,14 @@
 """The training loop: the course notes' loop (SGD, NLLLoss, per-epoch running loss/accuracy), made
 reproducible and complete: seeded, per-sample augmentation on the device, lr schedules, label smoothing,
-autocast, and best-epoch selection by val accuracy with early stopping.
+autocast, best-epoch selection by val accuracy with early stopping, and resuming an interrupted run from its
+last complete epoch to the same bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,7 +26,15 @@ from handsigns.errors import UserError
 from handsigns.model import Classifier, build_net
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
-from handsigns.runtime import autocast, channels_last, fingerprint, resolve_device, resolve_precision, seed_everything
+from handsigns.runtime import (
+    DECIDING_KEYS,
+    autocast,
+    channels_last,
+    fingerprint,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 
 VAL_BATCH = 256  # images per forward pass when scoring val during training (fixed: results never depend on it)
 
@@ -141,11 +152,81 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     return max(recipe.epochs, math.ceil(recipe.train.min_steps / steps)), steps
 
 
+# ---------------------------------------------------------------------------------------------------- resume
+
+
+def signature(recipe: RecipeParams, classes: list[str], train: Split, val: Split, device, precision: str) -> dict:
+    """What a run must share with the one that saved a resume checkpoint, each part hashed: params, data (the
+    decoded pixels and labels the loop sees), code (this package) and machine (the fingerprint's deciding
+    keys: other kernels or versions would give other last bits than an uninterrupted run)."""
+
+    def digest(*parts: bytes) -> str:
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(hashlib.sha256(part).digest())
+        return h.hexdigest()
+
+    machine = {k: v for k, v in fingerprint(device, precision).items() if k in DECIDING_KEYS}
+    tensors = [t.numpy().tobytes() for split in (train, val) for t in (split.images, split.labels)]
+    return {
+        "params": digest(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode()),
+        "data": digest(json.dumps(classes).encode(), *tensors),
+        "code": digest(*(f.read_bytes() for f in sorted(Path(__file__).parent.rglob("*.py")))),
+        "machine": digest(json.dumps(machine, sort_keys=True).encode()),
+    }
+
+
+def load_resume(path: Path, expected: dict) -> dict | None:
+    """The resume state saved at ``path``, or None (and one line saying why) when it is missing, unreadable, or
+    was saved by a run with other params, data, code or machine."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = state["signature"]
+    except Exception as exc:  # a damaged or foreign file: never fatal, never trusted
+        print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
+        return None
+    differ = [part for part in expected if saved.get(part) != expected[part]]
+    if differ:
+        print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
+              flush=True)  # fmt: skip
+        return None
+    return state
+
+
+def weights(model: Classifier) -> dict[str, torch.Tensor]:
+    """A copy of the network's state on the CPU, in the default layout: never a view of the live parameters,
+    which the next step changes in place."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.net.state_dict().items()}
+
+
+def log_epoch(live, epoch: int, tr: EpochStats, va: EpochStats) -> None:
+    if live is None:
+        return
+    live.step = epoch  # plots count epochs from 1, as the log does
+    for split_name, stats in (("train", tr), ("val", va)):
+        live.log_metric(f"{split_name}/loss", round(stats.loss, 6))
+        live.log_metric(f"{split_name}/accuracy", round(stats.accuracy, 6))
+    live.next_step()
+
+
+# ------------------------------------------------------------------------------------------------------- fit
+
+
 def fit(
-    recipe: RecipeParams, classes: list[str], train: Split, val: Split, live=None, best_path: Path = BEST
+    recipe: RecipeParams,
+    classes: list[str],
+    train: Split,
+    val: Split,
+    live=None,
+    best_path: Path = BEST,
+    resume_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train; save the best epoch by val accuracy (ties: lower val loss) to ``best_path``. Returns the run's
-    summary."""
+    summary. With ``resume_path``, every complete epoch is saved there and a run with the same params, data,
+    code and machine continues from it, ending with the bytes an uninterrupted run gives; the file is deleted
+    when the run completes."""
     if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     device = resolve_device(recipe.train.device)
@@ -173,35 +254,68 @@ def fit(
         "params": dataclasses.asdict(recipe),
     }
     best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": 0}
-    epochs_run, since_best = 0, 0
+    best_checkpoint: dict[str, Any] = {}
+    epochs_run, since_best, history, seconds_before = 0, 0, [], 0.0
+    sig = signature(recipe, classes, train, val, device, precision) if resume_path else {}
+    state = load_resume(resume_path, sig) if resume_path else None
+    if state is not None:
+        model.net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        best, best_checkpoint, since_best = state["best"], state["best_checkpoint"], state["since_best"]
+        epochs_run, history, seconds_before = state["epoch"], state["history"], state["seconds"]
+        for epoch, tr_row, va_row in history:  # the curves so far: DVC deleted them with the stage's outputs
+            log_epoch(live, epoch, EpochStats(*tr_row), EpochStats(*va_row))
+        if best_checkpoint:
+            checkpoint.save(best_path, best_checkpoint)
+        print(f"train: resuming from {resume_path} after epoch {epochs_run} of {epochs}", flush=True)
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        tr = train_epoch(model, on_device, optimizer, scheduler, recipe, gen, device, precision, scaler, epoch, epochs)
-        va = score(checkpoint.log_probs(model, val.images, VAL_BATCH, device, precision), val.labels)
-        epochs_run = epoch
-        print(
-            f"epoch {epoch:3d}/{epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
-            f"val loss {va.loss:.4f} acc {va.accuracy:.4f}",
-            flush=True,
-        )
-        if live is not None:
-            live.step = epoch  # plots count epochs from 1, as the log does
-            for split_name, stats in (("train", tr), ("val", va)):
-                live.log_metric(f"{split_name}/loss", round(stats.loss, 6))
-                live.log_metric(f"{split_name}/accuracy", round(stats.accuracy, 6))
-            live.next_step()
-        improved = (va.accuracy, -va.loss) > (best["accuracy"], -best["loss"])
-        if improved:
-            best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
-            since_best = 0
-            state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-            checkpoint.save(best_path, {"state_dict": state, "epoch": epoch, **meta})
-        else:
-            since_best += 1
-        if recipe.train.patience and since_best >= recipe.train.patience:
-            print(f"early stop: no better val result for {recipe.train.patience} epochs", flush=True)
-            break
-    seconds = time.perf_counter() - started
+    try:
+        for epoch in range(epochs_run + 1, epochs + 1):
+            if recipe.train.patience and since_best >= recipe.train.patience:
+                break  # a resumed run that had already stopped early
+            tr = train_epoch(model, on_device, optimizer, scheduler, recipe, gen, device, precision, scaler, epoch,
+                             epochs)  # fmt: skip
+            va = score(checkpoint.log_probs(model, val.images, VAL_BATCH, device, precision), val.labels)
+            print(
+                f"epoch {epoch:3d}/{epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
+                f"val loss {va.loss:.4f} acc {va.accuracy:.4f}",
+                flush=True,
+            )
+            log_epoch(live, epoch, tr, va)
+            history.append([epoch, [tr.loss, tr.accuracy], [va.loss, va.accuracy]])
+            if (va.accuracy, -va.loss) > (best["accuracy"], -best["loss"]):
+                best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
+                since_best = 0
+                best_checkpoint = {"state_dict": weights(model), "epoch": epoch, **meta}
+                checkpoint.save(best_path, best_checkpoint)
+            else:
+                since_best += 1
+            epochs_run = epoch
+            if resume_path is not None:
+                checkpoint.save(resume_path, {
+                    "signature": sig, "epoch": epoch, "history": history, "best": best, "since_best": since_best,
+                    "best_checkpoint": best_checkpoint, "seconds": seconds_before + time.perf_counter() - started,
+                    "net": weights(model),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                })  # fmt: skip
+            if recipe.train.patience and since_best >= recipe.train.patience:
+                print(f"early stop: no better val result for {recipe.train.patience} epochs", flush=True)
+                break
+    except KeyboardInterrupt:
+        saved = (f"epochs 1-{epochs_run} are saved in {resume_path}: run `dvc repro` again to resume"
+                 if resume_path is not None and epochs_run else "no complete epoch was saved")  # fmt: skip
+        raise KeyboardInterrupt(f"training stopped in epoch {epochs_run + 1} of {epochs}; {saved}") from None
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)
+    seconds = seconds_before + time.perf_counter() - started
     return {
         "quality": {"best_epoch": best["epoch"], "epochs_run": epochs_run},
         "best": {"accuracy": best["accuracy"], "loss": best["loss"]},

@@ -1,0 +1,78 @@
+"""Resume through the real pipeline: `dvc repro` killed with SIGKILL mid-training, then run again, ends with the
+bytes of an uninterrupted run (the in-process cases: tests/test_train.py)."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import TINY, VENV_BIN, colour_dataset, make_project, project_env, run
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 12
+SLOWER = {**TINY, "epochs": EPOCHS, "model": {"image_size": 48, "num_channels": 24}}  # ~0.3 s an epoch
+OUTPUTS = ("models/best.pt", "metrics/train.json", "metrics/eval.json", "models/model.safetensors",
+           "metrics/train/plots/metrics/val/accuracy.tsv", "metrics/train/plots/metrics/train/loss.tsv")  # fmt: skip
+
+
+def kill_after_epoch(repo, epoch: int) -> str:
+    """Start `dvc repro`, SIGKILL it (and the stage it runs) once training has printed ``epoch``; its output."""
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro"],
+        cwd=repo,
+        env=project_env(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"epoch {epoch:3d}/"):
+            time.sleep(0.05)  # into the next epoch (or its checkpoint write): wherever the kill lands
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return "".join(seen)
+
+
+def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
+    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
+    straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+
+    started = time.perf_counter()
+    run([str(VENV_BIN / "dvc"), "repro"], straight)
+    uninterrupted_s = time.perf_counter() - started
+
+    first = kill_after_epoch(killed, 5)
+    assert "Running stage 'train'" in first and (killed / "models/.resume/train.pt").exists()
+    started = time.perf_counter()
+    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    resumed_s = time.perf_counter() - started
+    resumed_after = int(re.search(r"train: resuming from models/.resume/train.pt after epoch (\d+) of 12", again)[1])
+    assert 5 <= resumed_after < EPOCHS  # the kill came after epoch 5's line, before the end
+    assert again.count("\nepoch ") == EPOCHS - resumed_after  # only the epochs the kill lost are trained again
+    for path in OUTPUTS:
+        assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
+    assert not (killed / "models/.resume").exists() or not any((killed / "models/.resume").iterdir())
+    print(f"\nuninterrupted dvc repro {uninterrupted_s:.1f} s; after the kill at epoch {resumed_after + 1} of "
+          f"{EPOCHS}, the resumed one {resumed_s:.1f} s")  # fmt: skip
+
+
+def test_changed_params_start_over_and_say_why(tmp_path):
+    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
+    repo = make_project(tmp_path / "repo", {"source": str(source)}, overrides=SLOWER, git=True)
+    kill_after_epoch(repo, 3)
+    params = (repo / "params.yaml").read_text().replace("lr: 0.01", "lr: 0.02")
+    (repo / "params.yaml").write_text(params)
+    out = run([str(VENV_BIN / "dvc"), "repro"], repo).stdout
+    assert "train: not resuming from models/.resume/train.pt: it was saved with other params; starting over" in out
+    assert out.count("\nepoch ") == EPOCHS
