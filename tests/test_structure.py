@@ -199,3 +199,16 @@ def test_params_yaml_values_are_the_defaults(cls):
     if cls is DataParams:
         shipped.pop("source"), shipped.pop("sha256"), defaults.pop("source"), defaults.pop("sha256")
     assert shipped == defaults
+
+
+def test_git_tracks_no_weights_and_no_large_file_but_the_shipped_zip():
+    """DVC outputs (models, data) stay out of git; the one large file in git is the default data set."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=False)
+    files = [f for f in tracked.stdout.split("\0") if f]
+    if tracked.returncode or not files:
+        pytest.skip("not a git checkout")
+    weights = [f for f in files if f.endswith((".pt", ".pth", ".onnx", ".safetensors", ".ckpt"))]
+    large = [f for f in files if (REPO / f).is_file() and (REPO / f).stat().st_size > 500_000]
+    assert weights == [] and large == ["datasets/64x64_SIGNS.zip"]
