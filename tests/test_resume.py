@@ -76,3 +76,21 @@ def test_changed_params_start_over_and_say_why(tmp_path):
     out = run([str(VENV_BIN / "dvc"), "repro"], repo).stdout
     assert "train: not resuming from models/.resume/train.pt: it was saved with other params; starting over" in out
     assert out.count("\nepoch ") == EPOCHS
+
+
+def test_a_second_repro_in_the_same_checkout_is_refused_and_corrupts_nothing(tmp_path):
+    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
+    repo = make_project(tmp_path / "repo", {"source": str(source)}, overrides=SLOWER, git=True)
+    first = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if line.startswith("epoch   2/"):
+            break
+    second = run([str(VENV_BIN / "dvc"), "repro"], repo, check=False)
+    lines += first.stdout.readlines()
+    assert first.wait(timeout=300) == 0, "".join(lines)
+    refusal = second.stdout + second.stderr  # DVC's lock on the outputs the first run is writing
+    assert second.returncode != 0 and "is being blocked by" in refusal and "dvc repro" in refusal, refusal
+    assert run([str(VENV_BIN / "dvc"), "status", "--quiet"], repo, check=False).returncode == 0  # all outputs match

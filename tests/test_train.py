@@ -5,6 +5,7 @@ import torch
 
 from handsigns import checkpoint
 from handsigns.dataset import Split
+from handsigns.errors import UserError
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
@@ -154,3 +155,15 @@ def test_other_data_or_a_damaged_checkpoint_starts_over(tmp_path, capsys):
     resume.write_bytes(saved[: len(saved) // 2])
     fit(recipe, ["a", "b"], random_split(24), val, live=StopAt(), best_path=tmp_path / "b.pt", resume_path=resume)
     assert f"not resuming from {resume}: unreadable" in capsys.readouterr().out
+
+
+def test_out_of_memory_names_the_batch_size_to_try(tmp_path, monkeypatch):
+    import handsigns.train
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(handsigns.train, "train_epoch", no_memory)
+    recipe = build(RecipeParams, {**TINY, "batch_size": 32})
+    with pytest.raises(UserError, match=r"memory training with batch_size 32; .*dvc exp run -S batch_size=16"):
+        fit(recipe, ["a", "b"], random_split(8), random_split(4, seed=1), best_path=tmp_path / "best.pt")

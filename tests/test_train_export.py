@@ -274,3 +274,18 @@ def test_predict_with_a_broken_model_card_is_one_clear_error(project, tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "m.json is not a handsigns model card" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "says"), [({"image_size": 32}, "from 32x32 images"), ({"classes": ["a", "b"]}, "says 2 classes")]
+)
+def test_predict_with_a_card_of_another_model_is_refused(project, tmp_path, change, says):
+    """A model card that does not match its ONNX model (other input size or class count) is one error line."""
+    shutil.copy(project / "models/model.onnx", tmp_path / "m.onnx")
+    card = json.loads((project / "models/model.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, **change}))
+    (tmp_path / "x.png").write_bytes((project / "models/model.json").read_bytes())  # never reached
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--model", "m.onnx", "x.png"], tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "m.json does not describe m.onnx" in proc.stderr and says in proc.stderr
+    assert "pixels [" in proc.stderr and "probabilities [" in proc.stderr  # what the model really is

@@ -7,6 +7,7 @@ output or none, never a half-written one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from handsigns.errors import UserError
 
 
 def _umask() -> int:
@@ -32,21 +35,45 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpaceError(UserError):
+    pass
+
+
+@contextlib.contextmanager
+def no_space_is_one_error(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing ``path`` becomes one UserError naming it (the outermost output,
+    when writes nest: a file inside a folder output); the caller's cleanup has removed the partial write, so
+    the previous complete version is what remains."""
+    try:
+        yield
+    except (OSError, NoSpaceError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in NO_SPACE:
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) else "No space left on device"
+        raise NoSpaceError(f"no space left on the device while writing {path} ({reason}); free some space "
+                           f"and re-run: the previous {path.name}, if any, is unchanged") from None  # fmt: skip
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; on success it replaces ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with no_space_is_one_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 (and writers may replace the file)
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        with no_space_is_one_error(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 (and writers may replace the file)
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, path)
+            _fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -65,17 +92,24 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``path``; on success it replaces ``path`` whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with no_space_is_one_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
-        old = None
-        if path.exists() or path.is_symlink():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        with no_space_is_one_error(path):
+            yield tmp
+            old = None
+            if path.exists() or path.is_symlink():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old is not None:
+                    os.replace(old, path)  # the previous version goes back
+                raise
+            _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     finally:

@@ -44,6 +44,20 @@ class Predictor:
             self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise UserError(f"{model_path} is not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        self._check_card(model_path, card_path)
+
+    def _check_card(self, model_path: Path, card_path: Path) -> None:
+        """The card must describe this model: its input name and size, its output name and class count."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        takes = [list(i.shape[1:]) for i in inputs if i.name == self.input_name]
+        gives = [o.shape[-1] for o in outputs if o.name == self.output_name]
+        size = self.image_size
+        if takes != [[3, size, size]] or gives != [len(self.classes)]:
+            found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) + " -> " + \
+                ", ".join(f"{o.name} {list(o.shape)}" for o in outputs)  # fmt: skip
+            raise UserError(f"{card_path} does not describe {model_path}: the card says {len(self.classes)} classes "
+                            f"from {size}x{size} images, the model is {found}; use the card exported with it "
+                            "(dvc repro export)")  # fmt: skip
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities."""

@@ -309,6 +309,10 @@ def fit(
             if recipe.train.patience and since_best >= recipe.train.patience:
                 print(f"early stop: no better val result for {recipe.train.patience} epochs", flush=True)
                 break
+    except torch.OutOfMemoryError:
+        half = max(1, recipe.batch_size // 2)
+        raise UserError(f"out of {device.type.upper()} memory training with batch_size {recipe.batch_size}; try "
+                        f"a smaller batch: dvc exp run -S batch_size={half}") from None  # fmt: skip
     except KeyboardInterrupt:
         saved = (f"epochs 1-{epochs_run} are saved in {resume_path}: run `dvc repro` again to resume"
                  if resume_path is not None and epochs_run else "no complete epoch was saved")  # fmt: skip
