@@ -62,7 +62,7 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     assert again.count("\nepoch ") == EPOCHS - resumed_after  # only the epochs the kill lost are trained again
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
-    assert not (killed / "models/.resume").exists() or not any((killed / "models/.resume").iterdir())
+    assert not (killed / "models/.resume").exists()  # a completed run leaves nothing behind
     print(f"\nuninterrupted dvc repro {uninterrupted_s:.1f} s; after the kill at epoch {resumed_after + 1} of "
           f"{EPOCHS}, the resumed one {resumed_s:.1f} s")  # fmt: skip
 

@@ -127,7 +127,7 @@ def test_an_interrupted_fit_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_pat
     assert "resuming from" in capsys.readouterr().out and summary["quality"]["epochs_run"] == 4
     assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "straight.pt").read_bytes()
     assert resumed.rows == straight.rows  # the curves, epochs 1-2 replayed from the checkpoint
-    assert not resume.exists()  # a completed run leaves nothing to resume
+    assert not resume.parent.exists()  # a completed run leaves nothing to resume, not even the folder
 
 
 @pytest.mark.parametrize(("change", "part"), [({"lr": 0.02}, "params"), ({"seed": 1}, "params")])

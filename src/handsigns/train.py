@@ -6,6 +6,7 @@ last complete epoch to the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -317,8 +318,10 @@ def fit(
         saved = (f"epochs 1-{epochs_run} are saved in {resume_path}: run `dvc repro` again to resume"
                  if resume_path is not None and epochs_run else "no complete epoch was saved")  # fmt: skip
         raise KeyboardInterrupt(f"training stopped in epoch {epochs_run + 1} of {epochs}; {saved}") from None
-    if resume_path is not None:
+    if resume_path is not None:  # a completed run leaves nothing to resume, nor an empty folder
         resume_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            resume_path.parent.rmdir()
     seconds = seconds_before + time.perf_counter() - started
     return {
         "quality": {"best_epoch": best["epoch"], "epochs_run": epochs_run},
