@@ -26,8 +26,12 @@ def is_image_name(name: str) -> bool:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF orientation applied; alpha composited over white; grey/palette/CMYK converted."""
+    """Upright RGB: EXIF orientation applied; 16-bit grey scaled to 8 bits; alpha composited over white;
+    grey/palette/CMYK converted."""
     img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey (PNG, TIFF): keep the top 8 bits
+        # (Pillow's own convert("RGB") clips every value above 255 to white)
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
