@@ -390,24 +390,10 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     classes = sorted({items[i].cls for i in kept})  # type: ignore[type-var]
     edges, uf = find_duplicates(items, kept, params.near_duplicate_similarity)
     given = {items[i].split for i in kept}
-    if "test" not in given:
-        carve(
-            items,
-            [i for i in kept if items[i].split in (None, "train")],
-            "test",
-            params.test_fraction,
-            params.split_seed,
-            uf,
-        )
-    if "val" not in given:
-        carve(
-            items,
-            [i for i in kept if items[i].split in (None, "train")],
-            "val",
-            params.val_fraction,
-            params.split_seed,
-            uf,
-        )
+    for split, fraction in (("test", params.test_fraction), ("val", params.val_fraction)):  # test first
+        if split not in given:
+            pool = [i for i in kept if items[i].split in (None, "train")]
+            carve(items, pool, split, fraction, params.split_seed, uf)
     for i in kept:
         if items[i].split is None:
             items[i].split = "train"
