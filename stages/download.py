@@ -3,7 +3,7 @@
 Outputs: data/raw/ (the extracted data set) and data/provenance.json (source, sha256, files, bytes).
 """
 
-from handsigns.download import materialise
+from handsigns.download import Limits, materialise
 from handsigns.errors import run_main
 from handsigns.files import write_json
 from handsigns.params import load
@@ -13,7 +13,9 @@ from handsigns.paths import PROVENANCE, RAW
 
 def main() -> None:
     p = load(DataParams)
-    record = materialise(p.source, p.sha256, RAW, retries=p.download_retries, timeout_s=p.download_timeout_s)
+    record = materialise(
+        p.source, p.sha256, RAW, retries=p.download_retries, timeout_s=p.download_timeout_s, limits=Limits.of(p)
+    )
     write_json(PROVENANCE, record)
     print(f"download: {record['files']} files, {record['bytes']:,} bytes from {p.source} into {RAW}/")
     if p.sha256 is None:

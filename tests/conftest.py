@@ -71,6 +71,17 @@ def encode(arr: np.ndarray, fmt: str = "PNG", *, mode: str = "RGB", **save_kw: A
     return buf.getvalue()
 
 
+def bomb_jpeg(path: Path, side: int = 8000) -> Path:
+    """A JPEG of a few hundred bytes whose header claims ``side`` x ``side`` pixels (its frame header patched):
+    the decompression bomb's shape. Decoded, 8,000 x 8,000 RGB would take 192 MB."""
+    data = bytearray(encode(np.full((16, 16, 3), 128, np.uint8), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # baseline frame: marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def write_image(
     path: Path,
     seed: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -14,14 +15,16 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from handsigns import download
-from handsigns.download import materialise
+from handsigns.download import Limits, materialise
 from handsigns.errors import UserError
 from handsigns.files import sha256_file, sha256_tree
+from handsigns.params.data import DataParams
 
 from conftest import assert_user_error_exit, run_stage, write_image
 
@@ -80,6 +83,9 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+DEFAULT_LIMITS = Limits.of(DataParams(source="x"))  # params.yaml's
+
+
 def run(
     source: str | Path,
     raw: Path,
@@ -88,9 +94,16 @@ def run(
     retries: int = 0,
     dl: Path | None = None,
     timeout_s: float = 5,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> dict:
     return materialise(
-        str(source), sha, raw, retries=retries, timeout_s=timeout_s, download_dir=dl or raw.parent / "downloads"
+        str(source),
+        sha,
+        raw,
+        retries=retries,
+        timeout_s=timeout_s,
+        limits=limits,
+        download_dir=dl or raw.parent / "downloads",
     )
 
 
@@ -593,6 +606,61 @@ def test_http_archive_refused_at_extraction_is_not_reused(tmp_path, server, payl
     assert tree(tmp_path / "raw") == payload and len(server.seen) == 2
 
 
+# ----------------------------------------------------------------------------- decompression bombs
+
+SMALL = Limits(max_bytes=1_000_000, max_members=10)  # 1 MB, 10 members: bombs a test can afford to build
+ZEROS = bytes(2_000_000)  # deflates to ~2 KB, expands past SMALL
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("data.zip", zip_bytes({"a/ok.txt": b"ok", "a/zeros.bin": ZEROS})),
+        ("data.tar.gz", tar_bytes({"a/ok.txt": b"ok", "a/zeros.bin": ZEROS})),
+    ],
+)
+def test_an_archive_expanding_past_the_limit_is_refused_naming_the_member(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    assert len(data) < 20_000  # a bomb: a few KB that claim 2 MB
+    with pytest.raises(
+        UserError, match=r"member 'a/zeros.bin': the archive expands to more than data.max_extract_gb = 0.001 GB"
+    ):
+        run(tmp_path / name, tmp_path / "raw", limits=SMALL)
+    assert not (tmp_path / "raw").exists()  # refused before anything was written
+    assert run(tmp_path / name, tmp_path / "raw")["files"] == 2  # under the default 50 GB it extracts
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_an_archive_with_too_many_members_is_refused_naming_the_first_past_the_limit(tmp_path, kind):
+    members = {f"many/{i:02d}.txt": b"x" for i in range(11)}
+    data = zip_bytes(members) if kind == "zip" else tar_bytes(members, mode="w")
+    (tmp_path / "data").write_bytes(data)
+    with pytest.raises(
+        UserError, match=r"member 'many/10.txt': the archive holds more than data.max_archive_members = 10 "
+    ):
+        run(tmp_path / "data", tmp_path / "raw", limits=SMALL)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_tar_bomb_is_refused_at_its_header_before_its_payload_is_inflated(tmp_path):
+    """A gzip'd tar header claiming 100 GB, with no payload behind it: the default limit refuses it from the
+    header alone. Inflating (or reading) on would have met the missing payload and said "damaged" instead."""
+    info = tarfile.TarInfo("bomb/huge.bin")
+    info.size = 100 * 10**9
+    (tmp_path / "data.tar.gz").write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+    msg = refused(tmp_path, "data.tar.gz", (tmp_path / "data.tar.gz").read_bytes(), "member 'bomb/huge.bin'")
+    assert "expands to more than data.max_extract_gb = 50 GB (100 GB up to this member" in msg
+
+
+def test_an_archive_larger_than_the_free_disk_space_is_refused_before_writing(tmp_path, monkeypatch, payload):
+    (tmp_path / "data.zip").write_bytes(zip_bytes(payload))
+    size = sum(len(v) for v in payload.values())
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda _: SimpleNamespace(free=size - 1))
+    with pytest.raises(UserError, match=r"the archive expands to .* GB free; nothing was extracted: free some space"):
+        run(tmp_path / "data.zip", tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
 # ------------------------------------------------------------------------------ the download stage
 
 
@@ -625,6 +693,15 @@ def test_stage_zip_slip_exits_2_with_one_error_line(stage_project, tmp_path, pay
     assert_user_error_exit(proc, "'../../evil.txt'")
     assert not (project / "data" / "raw").exists()
     assert not any(p.name == "evil.txt" for p in tmp_path.rglob("*"))
+
+
+def test_stage_refuses_a_bomb_with_one_error_line_and_writes_nothing(stage_project, tmp_path):
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(zip_bytes({"a/ok.txt": b"ok", "a/zeros.bin": ZEROS}))
+    project = stage_project({"source": str(archive), "sha256": None, "max_extract_gb": 0.001})
+    line = assert_user_error_exit(run_stage(project, "download"), "'a/zeros.bin'", "data.max_extract_gb = 0.001 GB")
+    print(f"\n{line}")
+    assert not (project / "data" / "raw").exists() and not (project / "data" / "provenance.json").exists()
 
 
 def test_stage_bad_params_exit_2(stage_project, tmp_path):

@@ -1,14 +1,18 @@
 """Resume through the real pipeline: `dvc repro` killed with SIGKILL mid-training, then run again, ends with the
 bytes of an uninterrupted run (the in-process cases: tests/test_train.py)."""
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
+
+from handsigns.files import leftovers
 
 from conftest import TINY, VENV_BIN, colour_dataset, make_project, project_env, run
 
@@ -42,6 +46,30 @@ def kill_after_epoch(repo, epoch: int) -> str:
     return "".join(seen)
 
 
+def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
+    """Start `dvc repro` and SIGKILL it the moment a resume-checkpoint write is under way (its temporary file
+    exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
+    resume = repo / "models/.resume"
+    for _ in range(attempts):
+        proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)  # fmt: skip
+        seen: list[str] = []
+        reader = threading.Thread(target=seen.extend, args=(proc.stdout,), daemon=True)
+        reader.start()
+        while proc.poll() is None:  # poll as fast as we can: a write lasts milliseconds
+            with contextlib.suppress(FileNotFoundError):
+                if any(name.startswith(".train.pt.") for name in os.listdir(resume)):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+        assert proc.returncode != 0, "".join(seen)  # the run must not have finished before a write was caught
+        if leftovers(resume / "train.pt"):  # the kill landed before the rename: the half-written file is left
+            return "".join(seen)
+    raise AssertionError(f"no kill landed inside a checkpoint write in {attempts} attempts")
+
+
 def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     source = colour_dataset(tmp_path / "source", per_class=60, size=48)
     straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
@@ -65,6 +93,25 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     assert not (killed / "models/.resume").exists()  # a completed run leaves nothing behind
     print(f"\nuninterrupted dvc repro {uninterrupted_s:.1f} s; after the kill at epoch {resumed_after + 1} of "
           f"{EPOCHS}, the resumed one {resumed_s:.1f} s")  # fmt: skip
+
+
+def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
+    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
+    straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+    run([str(VENV_BIN / "dvc"), "repro"], straight)
+
+    first = kill_during_checkpoint_write(killed)
+    done = [int(m) for m in re.findall(r"^epoch +(\d+)/", first, re.M)]
+    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    # The cut write was of the last epoch printed; the one before it is the last complete checkpoint
+    resumed_after = int(re.search(r"resuming from models/.resume/train.pt after epoch (\d+) of", again)[1]) if (
+        "resuming" in again) else 0  # fmt: skip
+    assert resumed_after == (done[-1] - 1 if done else 0), (done, again)
+    for path in OUTPUTS:
+        assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
+    assert not (killed / "models/.resume").exists()  # the half-written file is cleaned up too
 
 
 def test_changed_params_start_over_and_say_why(tmp_path):

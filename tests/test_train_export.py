@@ -14,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
-from conftest import REPO, TINY, colour_dataset, make_project, run, stage
+from conftest import REPO, TINY, bomb_jpeg, colour_dataset, make_project, run, stage
 
 tomllib = pytest.importorskip("tomllib")
 pytestmark = pytest.mark.slow
@@ -143,6 +143,7 @@ def _images(folder):
     Image.fromarray(rng.integers(0, 255, (33, 17), dtype=np.uint8), "L").save(folder / "grey.png")
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / "small.bmp")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    bomb_jpeg(folder / "bomb.jpg")
     return folder
 
 
@@ -162,8 +163,9 @@ def test_predict_good_and_bad_files(project, tmp_path):
         _path, label, prob = line.split("\t")
         assert label in {"class_0", "class_1", "class_2"} and 0 < float(prob) <= 1
     errors = proc.stderr.strip().splitlines()
-    assert len(errors) == 2 and all(e.startswith("error: ") for e in errors)
+    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
     assert any("broken.jpg" in e for e in errors) and any("missing.png" in e for e in errors)
+    assert any("bomb.jpg: too large to decode (ImageTooLarge: 8000x8000 is 64.0 megapixels" in e for e in errors)
 
     proc = run([*cmd, "--json", "--top-k", "2", str(folder / "rgb.jpg")], project)
     record = json.loads(proc.stdout)

@@ -8,6 +8,7 @@ the JPEGs are decoded exactly once per run (through :func:`handsigns.imaging.loa
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
 
     def one(p: Path) -> np.ndarray:
         try:
-            return load_rgb(p, image_size)
+            return load_rgb(p, image_size, max_megapixels=math.inf)  # split applied data.max_image_megapixels
         except FileNotFoundError:
             raise UserError(f"{p} is listed in the index but missing; re-run the pipeline (dvc repro)") from None
         except DECODE_ERRORS as exc:

@@ -11,6 +11,11 @@ extension).
 - Extraction refuses members with absolute paths, ``..`` components, links that lead outside, and special
   files, naming the member. It happens in a temporary folder renamed into place, so a killed run never
   leaves a half-written ``data/raw``.
+- Decompression bombs: before anything is written, an archive whose members' declared sizes add up to more
+  than ``data.max_extract_gb``, or that holds more than ``data.max_archive_members`` members, is refused
+  naming the member that crossed the limit, and one that would not fit on the disk is refused too. The
+  declared sizes bind: zipfile never inflates a member past its declared size, and a tar's headers are its
+  sizes. A compressed tar is read header by header, so the refusal comes before the bomb's payload is inflated.
 """
 
 from __future__ import annotations
@@ -48,6 +53,53 @@ BACKOFF_S = 0.5  # first retry delay; doubles each attempt, capped at 30 s
 LOCAL_COPY_HINT = (
     "to use a local copy instead, set data.source in params.yaml to its path (`make repro SOURCE=path/to/copy`)"
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may expand to (``data.max_extract_gb``, ``data.max_archive_members``)."""
+
+    max_bytes: float
+    max_members: int
+
+    @classmethod
+    def of(cls, data_params: Any) -> Limits:
+        return cls(data_params.max_extract_gb * 1e9, data_params.max_archive_members)
+
+    def tally(self) -> _Tally:
+        return _Tally(self)
+
+
+class _Tally:
+    """Counts members and declared bytes as an archive is read; refuses, naming the member, past a limit."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits, self.members, self.bytes = limits, 0, 0
+
+    def add(self, name: str, size: int) -> None:
+        self.members += 1
+        self.bytes += size
+        if self.members > self.limits.max_members:
+            raise UserError(
+                f"refusing to extract archive member {name!r}: the archive holds more than "
+                f"data.max_archive_members = {self.limits.max_members:,} members (a decompression bomb?); nothing "
+                "was extracted. If the data set really has that many files, raise it in params.yaml"
+            )
+        if self.bytes > self.limits.max_bytes:
+            raise UserError(
+                f"refusing to extract archive member {name!r}: the archive expands to more than data.max_extract_gb"
+                f" = {self.limits.max_bytes / 1e9:g} GB ({self.bytes / 1e9:.3g} GB up to this member; a "
+                "decompression bomb?); nothing was extracted. If the data set really is that large, raise it in "
+                "params.yaml"
+            )
+
+    def check_space(self, dest: Path) -> None:
+        free = shutil.disk_usage(dest).free
+        if self.bytes > free:
+            raise UserError(
+                f"the archive expands to {self.bytes / 1e9:.3g} GB but {dest.parent} has {free / 1e9:.3g} GB free;"
+                " nothing was extracted: free some space and re-run"
+            )
 
 
 @dataclass(frozen=True)
@@ -247,11 +299,12 @@ def _check_link(name: str, target: str) -> None:
         )
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, limits: Limits) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        plan = []
+        plan, tally = [], limits.tally()
         for info in infos:  # validate everything before writing anything
+            tally.add(info.filename, info.file_size)
             name = _safe_name(info.filename)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -260,6 +313,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 plan.append((info, name, target))
             else:
                 plan.append((info, name, None))
+        tally.check_space(dest)
         # Files and folders first, links last: nothing is ever written through a link of the archive's own.
         plan.sort(key=lambda entry: entry[2] is not None)
         for info, name, link in tqdm(plan, desc="extract", unit="file", mininterval=0.5, disable=None):
@@ -275,10 +329,12 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, dst, CHUNK)
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, limits: Limits) -> None:
     with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for m in members:
+        members, tally = [], limits.tally()
+        for m in tf:  # header by header: a bomb is refused at its first oversized header, not after inflating it
+            tally.add(m.name, m.size)
+            members.append(m)
             name = _safe_name(m.name)
             if m.issym():
                 _check_link(name, m.linkname)
@@ -292,12 +348,16 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                     ) from None
             elif not (m.isfile() or m.isdir()):
                 raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
+        tally.check_space(dest)
+        compression = _compression(archive)
+        if compression is not None:  # the headers were sound; now the stream's own checksum
+            _check_stream(archive, *compression)
         # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
         for m in tqdm(members, desc="extract", unit="file", mininterval=0.5, disable=None):
             tf.extract(m, dest, filter="data")
 
 
-def _copy_dir(src: Path, dest: Path) -> None:
+def _copy_dir(src: Path, dest: Path, limits: Limits) -> None:  # a folder is no bomb: no limits
     for root, dirs, files in os.walk(src):
         rel = Path(root).relative_to(src)
         for name in dirs + files:
@@ -336,12 +396,13 @@ def _compression(path: Path) -> tuple[str, Any] | None:
     return next((v for magic, v in _COMPRESSED.items() if head.startswith(magic)), None)
 
 
-def _check_stream(path: Path, name: str, opener: Any) -> None:
+def _check_stream(path: Path, name: str, opener: Any, head_only: bool = False) -> None:
     """Decompress to the end once: the trailer's checksum is what tells a damaged stream, and tarfile stops
-    reading at the end-of-archive marker, before the trailer."""
+    reading at the end-of-archive marker, before the trailer. ``head_only``: its first chunk, enough to tell
+    a stream that is not a tar (inflating a bomb to its end would be the attack itself)."""
     try:
         with opener(path, "rb") as fh:
-            while fh.read(CHUNK):
+            while fh.read(CHUNK) and not head_only:
                 pass
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise UserError(f"{path} is a damaged {name} stream ({exc}); fetch it again") from None
@@ -352,22 +413,22 @@ def archive_format(path: Path) -> str:
         return "directory"
     if zipfile.is_zipfile(path):
         return "zip"
+    if tarfile.is_tarfile(path):  # a compressed one's stream is checked after its headers passed the limits
+        return "tar"
     compression = _compression(path)
     if compression is not None:
-        _check_stream(path, *compression)
-    if tarfile.is_tarfile(path):
-        return "tar"
+        _check_stream(path, *compression, head_only=True)
     what = f"a {compression[0]} file but not a tar inside" if compression else "neither a zip nor a tar archive"
     raise UserError(
         f"{path} is {what} (checked by content); data.source must name a zip, a tar(.gz/.bz2/.xz) or a folder"
     )
 
 
-def extract(path: Path, dest: Path) -> str:
+def extract(path: Path, dest: Path, limits: Limits) -> str:
     """Extract ``path`` (archive or folder) into the empty folder ``dest``; return its format."""
     fmt = archive_format(path)
     try:
-        {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest)
+        {"zip": _extract_zip, "tar": _extract_tar, "directory": _copy_dir}[fmt](path, dest, limits)
         check_links_inside(dest)
     except FileExistsError as exc:
         clash = exc.filename2 or exc.filename  # os.symlink(target, path) names the path second
@@ -376,7 +437,9 @@ def extract(path: Path, dest: Path) -> str:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         if isinstance(exc, tarfile.FilterError):
             raise UserError(f"refusing to extract {path}: {exc}") from None
-        raise UserError(f"{path} is a damaged {fmt} archive ({exc}); fetch it again") from None
+        compression = _compression(path) if fmt == "tar" and not isinstance(exc, tarfile.TarError) else None
+        what = f"{compression[0]} stream" if compression else f"{fmt} archive"  # the stream broke, not the tar
+        raise UserError(f"{path} is a damaged {what} ({exc}); fetch it again") from None
     return fmt
 
 
@@ -392,6 +455,7 @@ def materialise(
     *,
     retries: int,
     timeout_s: float,
+    limits: Limits,
     download_dir: Path = DOWNLOADS,
 ) -> dict:
     """Fetch, verify and extract ``source`` into ``raw_dir`` atomically; return the provenance record."""
@@ -399,7 +463,7 @@ def materialise(
     observed = verify(fetched, expected_sha256, source)
     try:
         with atomic_dir(raw_dir) as tmp:
-            fmt = extract(fetched.path, tmp)
+            fmt = extract(fetched.path, tmp, limits)
             files, nbytes = tree_stats(tmp)
             if files == 0:
                 raise UserError(f"{source} holds no files; point data.source at the data set")

@@ -57,6 +57,11 @@ def no_space_is_one_error(path: Path) -> Iterator[None]:
                            f"and re-run: the previous {path.name}, if any, is unchanged") from None  # fmt: skip
 
 
+def leftovers(path: Path) -> list[Path]:
+    """The temporary siblings of ``path`` that writers killed mid-write left behind (named as below)."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; on success it replaces ``path``."""

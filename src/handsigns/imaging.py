@@ -16,8 +16,17 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 HASH_SIZE = 16  # difference hash of 16x16 = 256 bits
 HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_DRAFT = 256  # JPEGs are decoded DCT-scaled to >= 256 px for hashing (3024 px photo: 8 ms, not 38)
+# The decompression-bomb guard: an image whose header claims more pixels is refused before it is decoded. 50 MP
+# passes a 48 MP phone photo and refuses 8,000 x 8,000 (a few KB of JPEG can claim that: 192 MB decoded).
+MAX_MEGAPIXELS = 50.0
+# Pillow refuses above 2 x Image.MAX_IMAGE_PIXELS at open (~179 MP) whatever we allow: the ceiling of the limit.
+PILLOW_MAX_MEGAPIXELS = 2 * Image.MAX_IMAGE_PIXELS / 1e6 if Image.MAX_IMAGE_PIXELS else float("inf")
 
-# Pillow's own guard against decompression bombs (~179 M pixels) stays on: it raises one of these.
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than the limit: refused undecoded."""
+
+
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -39,15 +48,31 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+def _too_large(width: int, height: int, max_megapixels: float) -> ImageTooLarge:
+    return ImageTooLarge(f"{width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+                         f"{max_megapixels:g} (a decompression-bomb guard); not decoded")  # fmt: skip
+
+
 def open_image(
-    source: str | os.PathLike[str] | bytes, size: int | None = None, *, draft: int | None = None
+    source: str | os.PathLike[str] | bytes,
+    size: int | None = None,
+    *,
+    draft: int | None = None,
+    max_megapixels: float = MAX_MEGAPIXELS,
 ) -> Image.Image:
     """Decode fully (so corrupt data fails here, not later) and return upright RGB, resized to ``size`` when
     given. JPEGs are decoded DCT-scaled to no less than ``draft`` (default ``size``) pixels, which makes big
-    photos fast. ``info["source_size"]`` keeps the file's own (width, height)."""
+    photos fast. ``info["source_size"]`` keeps the file's own (width, height). An image whose header claims
+    more than ``max_megapixels`` raises :class:`ImageTooLarge` before any pixel is decoded."""
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with Image.open(fp) as img:
+    try:
+        img = Image.open(fp)
+    except Image.DecompressionBombError as exc:  # over Pillow's own ceiling: refused the same way
+        raise ImageTooLarge(f"{exc}; not decoded") from None
+    with img:
         source_size = img.size
+        if source_size[0] * source_size[1] > max_megapixels * 1e6:
+            raise _too_large(*source_size, max_megapixels)
         draft = draft if draft is not None else size
         if draft is not None and img.format == "JPEG":
             img.draft("RGB", (draft, draft))
@@ -60,9 +85,11 @@ def open_image(
     return rgb
 
 
-def load_rgb(source: str | os.PathLike[str] | bytes, size: int) -> np.ndarray:
+def load_rgb(
+    source: str | os.PathLike[str] | bytes, size: int, *, max_megapixels: float = MAX_MEGAPIXELS
+) -> np.ndarray:
     """An image as a ``size x size x 3`` uint8 array: the one decoding path of the whole project."""
-    return np.asarray(open_image(source, size), dtype=np.uint8)
+    return np.asarray(open_image(source, size, max_megapixels=max_megapixels), dtype=np.uint8)
 
 
 def dhash(img: Image.Image) -> np.ndarray:

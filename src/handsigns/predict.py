@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from handsigns.errors import UserError
-from handsigns.imaging import DECODE_ERRORS, is_image_name, load_rgb
+from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, is_image_name, load_rgb
 
 BATCH = 64
 
@@ -110,7 +110,8 @@ def run(paths: list[str], model: Path, top_k: int, as_json: bool, out=sys.stdout
         try:
             pending.append((path, load_rgb(path, predictor.image_size)))
         except DECODE_ERRORS as exc:
-            print(f"error: {path}: not a readable image ({type(exc).__name__}: {str(exc)[:120]})", file=err)
+            what = "too large to decode" if isinstance(exc, ImageTooLarge) else "not a readable image"
+            print(f"error: {path}: {what} ({type(exc).__name__}: {str(exc)[:160]})", file=err)
             failures += 1
             continue
         if len(pending) >= BATCH:

@@ -35,7 +35,16 @@ from tqdm import tqdm
 
 from handsigns.errors import UserError
 from handsigns.files import atomic_dir, write_json
-from handsigns.imaging import DECODE_ERRORS, HASH_BITS, HASH_DRAFT, dhash, hamming, is_image_name, open_image
+from handsigns.imaging import (
+    DECODE_ERRORS,
+    HASH_BITS,
+    HASH_DRAFT,
+    ImageTooLarge,
+    dhash,
+    hamming,
+    is_image_name,
+    open_image,
+)
 from handsigns.params.data import DataParams
 
 SPLITS = ("train", "val", "test")
@@ -157,39 +166,47 @@ def discover(raw: Path) -> tuple[list[Item], str]:
 # ------------------------------------------------------------------------------------------------ read
 
 
-def _read_one(path: Path) -> tuple[str, int, int, np.ndarray | None, str]:
+def _read_one(path: Path, max_megapixels: float) -> tuple[str, int, int, np.ndarray | None, str, str]:
+    """(sha256, width, height, dhash, reason, detail); reason is "" for a good image."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        img = open_image(data, draft=HASH_DRAFT)
+        img = open_image(data, draft=HASH_DRAFT, max_megapixels=max_megapixels)
     except DECODE_ERRORS as exc:
         msg = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", f"{type(exc).__name__}: {exc}")  # no addresses
-        return digest, 0, 0, None, msg.splitlines()[0][:200]
+        reason = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
+        return digest, 0, 0, None, reason, msg.splitlines()[0][:200]
     width, height = img.info["source_size"]
-    return digest, width, height, dhash(img), ""
+    return digest, width, height, dhash(img), "", ""
 
 
-def read_images(raw: Path, items: list[Item], workers: int | None = None) -> None:
+def read_images(raw: Path, items: list[Item], workers: int | None = None, max_megapixels: float = 50.0) -> None:
     """Hash and decode every candidate image once (threads: Pillow releases the GIL while decoding)."""
     todo = [it for it in items if not it.reason]
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(_read_one, (raw / it.path for it in todo), chunksize=64)
+        results = pool.map(lambda p: _read_one(p, max_megapixels), (raw / it.path for it in todo), chunksize=64)
         bar = tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5, disable=None)
-        for it, (digest, w, h, hsh, err) in zip(todo, bar, strict=True):
+        for it, (digest, w, h, hsh, reason, detail) in zip(todo, bar, strict=True):
             it.sha256, it.width, it.height, it.hash = digest, w, h, hsh
-            if err:
-                it.reason, it.detail = "unreadable", err
+            it.reason, it.detail = reason, detail
+
+
+_BAD = {  # reason: (what the error line says of the file, what to do besides removing it)
+    "bad_label": ("has no valid label", ""),
+    "unreadable": ("is not a readable image", ""),
+    "too_large": ("is too large to decode", "raise data.max_image_megapixels if it is a genuine photo, "),
+}
 
 
 def enforce_bad_file_policy(raw: Path, items: list[Item], on_bad_file: str) -> None:
-    bad = [it for it in items if it.reason in ("bad_label", "unreadable")]
+    bad = [it for it in items if it.reason in _BAD]
     if bad and on_bad_file == "error":
         first = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        what = "has no valid label" if first.reason == "bad_label" else "is not a readable image"
+        what, fix = _BAD[first.reason]
         raise UserError(
-            f"{(raw / first.path).as_posix()} {what}: {first.detail}{more}; fix or remove it, or set "
+            f"{(raw / first.path).as_posix()} {what}: {first.detail}{more}; fix or remove it, {fix}or set "
             "data.on_bad_file: skip to list such files in data/index/excluded.csv"
         )
 
@@ -379,7 +396,7 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     if not raw.is_dir():
         raise UserError(f"{raw} does not exist; run the download stage first (dvc repro download)")
     items, layout = discover(raw)
-    read_images(raw, items, workers)
+    read_images(raw, items, workers, params.max_image_megapixels)
     enforce_bad_file_policy(raw, items, params.on_bad_file)
     kept = [i for i, it in enumerate(items) if not it.reason]
     if not kept:
@@ -462,7 +479,7 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
         ],
         columns=["path", "split", "reason", "detail"],
     )
-    reasons = ("duplicate", "not_an_image", "outside_layout", "system_file", "bad_label", "unreadable")
+    reasons = ("duplicate", "not_an_image", "outside_layout", "system_file", "bad_label", "unreadable", "too_large")
     metrics = {
         "layout": layout,
         "classes": len(classes),

@@ -24,6 +24,7 @@ from handsigns import checkpoint
 from handsigns.augment import augment
 from handsigns.dataset import Split, channel_stats
 from handsigns.errors import UserError
+from handsigns.files import leftovers
 from handsigns.model import Classifier, build_net
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
@@ -320,6 +321,8 @@ def fit(
         raise KeyboardInterrupt(f"training stopped in epoch {epochs_run + 1} of {epochs}; {saved}") from None
     if resume_path is not None:  # a completed run leaves nothing to resume, nor an empty folder
         resume_path.unlink(missing_ok=True)
+        for stray in leftovers(resume_path):  # a checkpoint write a kill cut short
+            stray.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             resume_path.parent.rmdir()
     seconds = seconds_before + time.perf_counter() - started

@@ -23,6 +23,9 @@ class DataParams:
     dedupe: str = knob("drop", choices=("drop", "report"))
     near_duplicate_similarity: float = knob(0.93, lo=0, hi=1, lo_open=True)
     on_bad_file: str = knob("error", choices=("error", "skip"))
+    max_extract_gb: float = knob(50.0, lo=0, lo_open=True)
+    max_archive_members: int = knob(1_000_000, lo=1)
+    max_image_megapixels: float = knob(50.0, lo=0, lo_open=True)  # = imaging.MAX_MEGAPIXELS (tested)
 
     def __post_init__(self) -> None:
         if not self.source:
