@@ -322,13 +322,14 @@ def carve(items: list[Item], pool: list[int], into: str, fraction: float, seed: 
         roots = sorted(by_root)
         rng.shuffle(roots)
         n = sum(len(m) for m in by_root.values())
-        # Half up (not Python's half-to-even); a class of 2 or more keeps at least one image on each side.
+        # Half up (not Python's half-to-even); a class of 2 or more keeps at least one image on each side,
+        # and the last group always stays: groups move whole, so counting files alone could empty the pool.
         target = int(fraction * n + 0.5)
         if n >= 2:
             target = min(max(target, 1), n - 1)
         taken = 0
-        for root in roots:
-            if taken >= target:
+        for k, root in enumerate(roots):
+            if taken >= target or k == len(roots) - 1:
                 break
             for i in by_root[root]:
                 items[i].split = into
