@@ -170,10 +170,12 @@ def _read_one(path: Path, max_megapixels: float) -> tuple[str, int, int, np.ndar
     """(sha256, width, height, dhash, reason, detail); reason is "" for a good image."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return digest, 0, 0, None, "unreadable", "empty file (0 bytes)"
     try:
         img = open_image(data, draft=HASH_DRAFT, max_megapixels=max_megapixels)
     except DECODE_ERRORS as exc:
-        msg = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", f"{type(exc).__name__}: {exc}")  # no addresses
+        msg = re.sub(r" ?<[^<>]* at 0x[0-9a-fA-F]+>", "", f"{type(exc).__name__}: {exc}")  # no addresses
         reason = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
         return digest, 0, 0, None, reason, msg.splitlines()[0][:200]
     width, height = img.info["source_size"]
