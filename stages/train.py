@@ -3,21 +3,31 @@
 
 Outputs: models/best.pt, metrics/train.json (best epoch, epochs run), metrics/runtime.json (seconds, images/s),
 metrics/fingerprint.json (the machine and software that ran) and metrics/train/ (per-epoch curves, DVCLive).
+With nproc x dist.nnodes > 1 it runs itself again under torchrun (handsigns.distributed).
 """
 
+import sys
+
+from handsigns import distributed
 from handsigns.dataset import load_split, read_classes
 from handsigns.errors import run_main
 from handsigns.files import write_json
 from handsigns.params import load
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import CURVES, FINGERPRINT, RESUME, RUNTIME, TRAIN_METRICS
-from handsigns.train import fit, plan_epochs
+from handsigns.train import fit, plan_epochs, say
 
 
 def main() -> None:
     from dvclive import Live
 
     recipe = load(RecipeParams)
+    code = distributed.relaunch(recipe.nproc, recipe.dist.nnodes, recipe.dist.rdzv_endpoint)
+    if code is not None:  # the torchrun processes ran the stage; their exit is ours
+        sys.exit(code)
+    world = distributed.current()
+    if world.distributed:
+        distributed.die_with_parent()
     classes = read_classes()
     train = load_split("train", recipe.model.image_size, classes)
     val = load_split("val", recipe.model.image_size, classes)
@@ -27,10 +37,12 @@ def main() -> None:
         if epochs > recipe.epochs
         else ""
     )
-    print(
-        f"train: {len(train)} train / {len(val)} val images, {len(classes)} classes, "
-        f"{recipe.model.image_size}px, {epochs} epochs of {steps} steps{raised}"
-    )
+    processes = f" on each of {world.size} processes" if world.distributed else ""
+    say(world, f"train: {len(train)} train / {len(val)} val images, {len(classes)} classes, "
+               f"{recipe.model.image_size}px, {epochs} epochs of {steps} steps{processes}{raised}")  # fmt: skip
+    if not world.main:  # rank 0 alone writes curves, checkpoints and metrics
+        fit(recipe, classes, train, val, resume_path=RESUME)
+        return
     with Live(str(CURVES), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         summary = fit(recipe, classes, train, val, live=live, resume_path=RESUME)
     # Quality and speed are DVC metrics; the fingerprint (strings mostly) is a committed file the gate reads.

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,16 @@ EPOCHS = 12
 SLOWER = {**TINY, "epochs": EPOCHS, "model": {"image_size": 48, "num_channels": 24}}  # ~0.3 s an epoch
 OUTPUTS = ("models/best.pt", "metrics/train.json", "metrics/eval.json", "models/model.safetensors",
            "metrics/train/plots/metrics/val/accuracy.tsv", "metrics/train/plots/metrics/train/loss.tsv")  # fmt: skip
+
+
+def processes_in(folder) -> list[str]:
+    """The command lines of the processes whose working directory is ``folder`` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
 
 
 def kill_after_epoch(repo, epoch: int) -> str:
@@ -141,3 +152,18 @@ def test_a_second_repro_in_the_same_checkout_is_refused_and_corrupts_nothing(tmp
     refusal = second.stdout + second.stderr  # DVC's lock on the outputs the first run is writing
     assert second.returncode != 0 and "is being blocked by" in refusal and "dvc repro" in refusal, refusal
     assert run([str(VENV_BIN / "dvc"), "status", "--quiet"], repo, check=False).returncode == 0  # all outputs match
+
+
+def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):
+    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
+    straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides={**SLOWER, "nproc": 2}, git=True)
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+    run([str(VENV_BIN / "dvc"), "repro"], straight)
+    kill_after_epoch(killed, 5)
+    time.sleep(1)
+    assert processes_in(killed) == [], "a training process outlived the kill"
+    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    assert re.search(r"train: resuming from models/.resume/train.pt after epoch \d+ of 12", again), again
+    for path in OUTPUTS:
+        assert (killed / path).read_bytes() == (straight / path).read_bytes(), path

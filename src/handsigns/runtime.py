@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +28,50 @@ DECIDING_KEYS = (
 LIBRARIES = ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
 
 
-def resolve_device(name: str) -> torch.device:
+def claim_gpu(count: int, lock_dir: Path | None = None) -> int:
+    """The index of a GPU no other run on this machine holds, held until this process exits (an advisory lock
+    file per GPU; the kernel releases it however the process ends). ``dvc queue start -j N`` runs N experiments
+    at once in one environment: without this, all N would land on ``cuda:0``. When every GPU is held, wait for
+    one (chosen by process id, so waiting runs spread)."""
+    import fcntl
+
+    lock_dir = lock_dir or Path(tempfile.gettempdir()) / f"handsigns-gpus-{os.getuid()}"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+
+    def lock(index: int, wait: bool) -> bool:
+        fd = os.open(lock_dir / f"gpu{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        _HELD.append(fd)  # kept open for the process's life: closing it would release the GPU
+        return True
+
+    for index in range(count):
+        if lock(index, wait=False):
+            return index
+    index = os.getpid() % count
+    print(f"train: all {count} GPUs are held by other runs; waiting for cuda:{index}", flush=True)
+    lock(index, wait=True)
+    return index
+
+
+_HELD: list[int] = []
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device ``train.device`` names. ``auto`` and ``cuda`` with several GPUs: under torchrun (``local_rank``)
+    each process takes its own; a single process takes one no other run holds (:func:`claim_gpu`)."""
     import torch
 
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
-        return torch.device("cpu")
+        else:
+            return torch.device("cpu")
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise UserError(f"params.yaml: train.device = {name!r} is not allowed; use auto, cpu, cuda, cuda:N or mps")
     device = torch.device(name)
@@ -45,6 +81,11 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"params.yaml: train.device = {name!r} but only {torch.cuda.device_count()} GPU(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"params.yaml: train.device = {name!r} but MPS is not available here; use auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        if local_rank is not None:
+            return torch.device("cuda", local_rank)
+        if torch.cuda.device_count() > 1:
+            return torch.device("cuda", claim_gpu(torch.cuda.device_count()))
     return device
 
 

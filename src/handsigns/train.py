@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from handsigns import checkpoint
+from handsigns import checkpoint, distributed
 from handsigns.augment import augment
 from handsigns.dataset import Split, channel_stats
 from handsigns.errors import UserError
@@ -89,7 +89,9 @@ def score(logprobs: torch.Tensor, labels: torch.Tensor) -> EpochStats:
 
 def train_epoch(
     model: Classifier,
+    forward,
     split: Split,
+    order: torch.Tensor,
     optimizer,
     scheduler,
     recipe: RecipeParams,
@@ -100,15 +102,16 @@ def train_epoch(
     epoch: int,
     epochs: int,
 ) -> EpochStats:
-    """One pass over ``split`` (its images and labels already on ``device``) in a seeded order. The running
-    loss and accuracy stay on the device until the epoch ends: no host synchronisation per step."""
+    """One pass over ``split`` (its images and labels already on ``device``) in ``order``, this process's share;
+    ``forward`` is ``model.log_probs``, or its DistributedDataParallel wrapper. The running loss and accuracy
+    stay on the device until the epoch ends: no host synchronisation per step."""
     model.train()
     t = recipe.train
-    order = torch.randperm(len(split), generator=gen).to(split.images.device)
+    order = order.to(split.images.device)
     total_nll = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     bar = tqdm(
-        batch_bounds(len(order), recipe.batch_size),
+        batch_bounds(len(order), recipe.batch_size // recipe.world_size),
         desc=f"epoch {epoch}/{epochs}",
         leave=False,
         unit="batch",
@@ -122,7 +125,7 @@ def train_epoch(
         if t.augment:
             x = augment(x, gen, t)
         with autocast(device, precision):
-            logprobs = model.log_probs(x)
+            logprobs = forward(x)
             loss = (
                 F.nll_loss(logprobs.float(), y, reduction="mean")
                 if t.label_smoothing == 0
@@ -141,16 +144,42 @@ def train_epoch(
         # The curve reports plain NLL (comparable with val), whatever the objective's label smoothing.
         total_nll += F.nll_loss(logprobs.detach().float(), y, reduction="sum")
         correct += (logprobs.detach().argmax(1) == y).sum()
-    nll, seen = total_nll.item(), len(order)
+    nll, right, seen = distributed.all_sum([total_nll.item(), float(correct), float(len(order))], device)
     if not math.isfinite(nll):
         raise UserError(f"training diverged at epoch {epoch} (loss is {nll}); lower lr in params.yaml")
-    return EpochStats(nll / seen, int(correct) / seen)
+    return EpochStats(nll / seen, right / seen)
+
+
+class _LogProbs(torch.nn.Module):
+    """DistributedDataParallel syncs gradients through a module's forward(); training's forward is log_probs."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.log_probs(x)
+
+
+def score_val(model: Classifier, val: Split, world: distributed.World, device, precision: str) -> EpochStats:
+    """Val loss and accuracy; across processes each scores its shard and the sums are all-reduced, so every
+    image counts once (no sampler padding) and every rank gets the same figures."""
+    if not world.distributed:
+        return score(checkpoint.log_probs(model, val.images, VAL_BATCH, device, precision), val.labels)
+    distributed.sync_buffers(model.net)
+    part = distributed.shard(len(val), world)
+    logprobs, labels = checkpoint.log_probs(model, val.images[part], VAL_BATCH, device, precision), val.labels[part]
+    nll = F.nll_loss(logprobs, labels, reduction="sum").item() if len(labels) else 0.0
+    right = int((logprobs.argmax(1) == labels).sum()) if len(labels) else 0
+    nll, right, n = distributed.all_sum([nll, float(right), float(len(labels))], device)
+    return EpochStats(nll / n, right / n)
 
 
 def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     """(epochs, optimiser steps per epoch): ``epochs``, raised where the data set is so small that they would
     take fewer than ``train.min_steps`` steps, so a small data set gets as many updates as a large one."""
-    steps = len(batch_bounds(train_images, recipe.batch_size))
+    world = recipe.world_size  # each process takes an equal share (the sampler pads) in batches of its share
+    steps = len(batch_bounds(math.ceil(train_images / world), recipe.batch_size // world))
     return max(recipe.epochs, math.ceil(recipe.train.min_steps / steps)), steps
 
 
@@ -178,21 +207,29 @@ def signature(recipe: RecipeParams, classes: list[str], train: Split, val: Split
     }
 
 
-def load_resume(path: Path, expected: dict) -> dict | None:
+def say(world: distributed.World, line: str) -> None:
+    """Print ``line`` from rank 0 only: one log, however many processes."""
+    if world.main:
+        print(line, flush=True)
+
+
+def load_resume(path: Path, expected: dict, verbose: bool = True) -> dict | None:
     """The resume state saved at ``path``, or None (and one line saying why) when it is missing, unreadable, or
     was saved by a run with other params, data, code or machine."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = state["signature"]
+        saved, _ = state["signature"], state["rng"]  # a file of an older layout is as foreign as a damaged one
     except Exception as exc:  # a damaged or foreign file: never fatal, never trusted
-        print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
+        if verbose:
+            print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
         return None
     differ = [part for part in expected if saved.get(part) != expected[part]]
     if differ:
-        print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
-              flush=True)  # fmt: skip
+        if verbose:
+            print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
+                  flush=True)  # fmt: skip
         return None
     return state
 
@@ -231,17 +268,37 @@ def fit(
     when the run completes."""
     if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
-    device = resolve_device(recipe.train.device)
+    world = distributed.current()
+    if world.size != recipe.world_size:
+        raise UserError(f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x "
+                        "dist.nnodes); run the train stage through dvc repro, which launches them")  # fmt: skip
+    device = resolve_device(recipe.train.device, world.local_rank if world.distributed else None)
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.seed, device, recipe.train.deterministic)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    distributed.setup(world, device)
+    try:
+        return _fit(recipe, classes, train, val, live, best_path, resume_path, world, device, precision)
+    finally:
+        distributed.teardown()
 
+
+def _fit(recipe, classes, train, val, live, best_path, resume_path, world, device, precision) -> dict[str, Any]:
+    # Each rank augments its own samples with its own stream (rank 0's is the single-process one).
+    gen = torch.Generator().manual_seed(recipe.seed + world.rank)
     mean, std = channel_stats(train.images)
     model = Classifier(build_net(len(classes), recipe.model), mean, std).to(device)
+    if world.distributed:
+        torch.manual_seed(recipe.seed + world.rank)  # the same initial weights on every rank; dropout masks differ
+        if device.type == "cuda":
+            model.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net)  # state_dict names unchanged
     if channels_last(device):
         model = model.use_channels_last()
     if recipe.train.compile:
         model.net.compile()  # in place: the state_dict keeps its names
+    forward = model.log_probs
+    if world.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        forward = torch.nn.parallel.DistributedDataParallel(_LogProbs(model), device_ids=ids)
     epochs, steps = plan_epochs(recipe, len(train))
     # The whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px); batches are indexed there.
     on_device = dataclasses.replace(train, images=train.images.to(device), labels=train.labels.to(device))
@@ -259,57 +316,62 @@ def fit(
     best_checkpoint: dict[str, Any] = {}
     epochs_run, since_best, history, seconds_before = 0, 0, [], 0.0
     sig = signature(recipe, classes, train, val, device, precision) if resume_path else {}
-    state = load_resume(resume_path, sig) if resume_path else None
+    state = load_resume(resume_path, sig, world.main) if resume_path else None
     if state is not None:
         model.net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        rng = state["rng"][world.rank]  # each rank its own streams
+        gen.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
+            torch.cuda.set_rng_state(rng["cuda"], device)
         best, best_checkpoint, since_best = state["best"], state["best_checkpoint"], state["since_best"]
         epochs_run, history, seconds_before = state["epoch"], state["history"], state["seconds"]
         for epoch, tr_row, va_row in history:  # the curves so far: DVC deleted them with the stage's outputs
             log_epoch(live, epoch, EpochStats(*tr_row), EpochStats(*va_row))
-        if best_checkpoint:
+        if best_checkpoint and world.main:
             checkpoint.save(best_path, best_checkpoint)
-        print(f"train: resuming from {resume_path} after epoch {epochs_run} of {epochs}", flush=True)
+        say(world, f"train: resuming from {resume_path} after epoch {epochs_run} of {epochs}")
     started = time.perf_counter()
     try:
         for epoch in range(epochs_run + 1, epochs + 1):
             if recipe.train.patience and since_best >= recipe.train.patience:
                 break  # a resumed run that had already stopped early
-            tr = train_epoch(model, on_device, optimizer, scheduler, recipe, gen, device, precision, scaler, epoch,
-                             epochs)  # fmt: skip
-            va = score(checkpoint.log_probs(model, val.images, VAL_BATCH, device, precision), val.labels)
-            print(
-                f"epoch {epoch:3d}/{epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
-                f"val loss {va.loss:.4f} acc {va.accuracy:.4f}",
-                flush=True,
-            )
+            if world.distributed:
+                order = distributed.epoch_order(len(train), epoch, recipe.seed, world)
+            else:
+                order = torch.randperm(len(train), generator=gen)
+            tr = train_epoch(model, forward, on_device, order, optimizer, scheduler, recipe, gen, device, precision,
+                             scaler, epoch, epochs)  # fmt: skip
+            va = score_val(model, val, world, device, precision)
+            say(world, f"epoch {epoch:3d}/{epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
+                       f"val loss {va.loss:.4f} acc {va.accuracy:.4f}")  # fmt: skip
             log_epoch(live, epoch, tr, va)
             history.append([epoch, [tr.loss, tr.accuracy], [va.loss, va.accuracy]])
             if (va.accuracy, -va.loss) > (best["accuracy"], -best["loss"]):
                 best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
                 since_best = 0
                 best_checkpoint = {"state_dict": weights(model), "epoch": epoch, **meta}
-                checkpoint.save(best_path, best_checkpoint)
+                if world.main:
+                    checkpoint.save(best_path, best_checkpoint)
             else:
                 since_best += 1
             epochs_run = epoch
             if resume_path is not None:
-                checkpoint.save(resume_path, {
-                    "signature": sig, "epoch": epoch, "history": history, "best": best, "since_best": since_best,
-                    "best_checkpoint": best_checkpoint, "seconds": seconds_before + time.perf_counter() - started,
-                    "net": weights(model),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
-                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
-                })  # fmt: skip
+                rng = {"generator": gen.get_state(), "torch": torch.get_rng_state(),
+                       **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}  # fmt: skip
+                rngs = distributed.all_gather(rng)
+                if world.main:
+                    checkpoint.save(resume_path, {
+                        "signature": sig, "epoch": epoch, "history": history, "best": best, "since_best": since_best,
+                        "best_checkpoint": best_checkpoint, "seconds": seconds_before + time.perf_counter() - started,
+                        "net": weights(model), "rng": rngs,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
+                    })  # fmt: skip
             if recipe.train.patience and since_best >= recipe.train.patience:
-                print(f"early stop: no better val result for {recipe.train.patience} epochs", flush=True)
+                say(world, f"early stop: no better val result for {recipe.train.patience} epochs")
                 break
     except torch.OutOfMemoryError:
         half = max(1, recipe.batch_size // 2)
@@ -319,7 +381,7 @@ def fit(
         saved = (f"epochs 1-{epochs_run} are saved in {resume_path}: run `dvc repro` again to resume"
                  if resume_path is not None and epochs_run else "no complete epoch was saved")  # fmt: skip
         raise KeyboardInterrupt(f"training stopped in epoch {epochs_run + 1} of {epochs}; {saved}") from None
-    if resume_path is not None:  # a completed run leaves nothing to resume, nor an empty folder
+    if resume_path is not None and world.main:  # a completed run leaves nothing to resume, nor an empty folder
         resume_path.unlink(missing_ok=True)
         for stray in leftovers(resume_path):  # a checkpoint write a kill cut short
             stray.unlink(missing_ok=True)
@@ -332,6 +394,7 @@ def fit(
         "runtime": {
             "train_seconds": round(seconds, 3),
             "train_images_per_s": round(epochs_run * len(train) / seconds, 1),
+            "world_size": world.size,
         },
         "fingerprint": fingerprint(device, precision),
     }

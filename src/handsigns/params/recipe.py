@@ -1,6 +1,6 @@
 """The recipe: the knobs of the train, evaluate and export stages. Top-level ``seed``, ``lr``, ``epochs``,
-``batch_size`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model``,
-``train`` and ``evaluate``."""
+``batch_size``, ``nproc`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model``,
+``train``, ``dist`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class DistParams:
+    nnodes: int = knob(1, lo=1, hi=100_000)
+    rdzv_endpoint: str = knob("")
+
+
+@dataclass(frozen=True)
 class EvalParams:
     batch_size: int = knob(256, lo=1)
 
@@ -60,6 +66,19 @@ class RecipeParams:
     lr: float = knob(3e-3, lo=0, lo_open=True)
     epochs: int = knob(20, lo=1, hi=100_000)
     batch_size: int = knob(32, lo=1, hi=65_536)
+    nproc: int = knob(1, lo=1, hi=1024)
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    dist: DistParams = DistParams()
     evaluate: EvalParams = EvalParams()
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.dist.nnodes
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.world_size:
+            raise UserError(
+                f"params.yaml: batch_size = {self.batch_size} does not split evenly over {self.world_size} processes "
+                f"(nproc x dist.nnodes); batch_size is the global batch: make it a multiple of {self.world_size}"
+            )

@@ -1,0 +1,137 @@
+"""Several processes, one run: PyTorch's own engine (``torchrun`` + DistributedDataParallel), not a home-made one.
+
+With ``nproc`` (processes per node) times ``dist.nnodes`` above 1, the train stage re-runs itself under
+``python -m torch.distributed.run``: ``--standalone`` on one node, a c10d rendezvous at ``dist.rdzv_endpoint``
+across nodes. Each process is one rank: NCCL with one GPU per process on CUDA, gloo on the CPU.
+``batch_size`` stays the global batch (each rank takes ``batch_size / world size``), the order comes from a
+seeded DistributedSampler with ``set_epoch``, and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from handsigns.errors import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, metrics, curves and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def current() -> World:
+    """This process's place in the run, from the variables torchrun sets (one process when unset)."""
+    env = os.environ
+    return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+def launch_command(nproc: int, nnodes: int, rdzv_endpoint: str, argv: list[str]) -> list[str]:
+    """The torchrun command line that runs ``argv`` (a script and its arguments) as ``nproc`` x ``nnodes``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes == 1 and not rdzv_endpoint:
+        return [*cmd, "--standalone", *argv]
+    if not rdzv_endpoint:
+        raise UserError(
+            f"params.yaml: dist.nnodes = {nnodes} needs dist.rdzv_endpoint (host:port of one node that every node "
+            "reaches, e.g. the first node of a SLURM job)"
+        )
+    rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-id=handsigns"]
+    return [*cmd, f"--nnodes={nnodes}", *rdzv, *argv]
+
+
+def relaunch(nproc: int, nnodes: int, rdzv_endpoint: str) -> int | None:
+    """Run this script again under torchrun when the run wants several processes and is not one of them yet;
+    its exit code. None: go on in this process (one process, or already a torchrun worker)."""
+    if nproc * nnodes == 1 or "LOCAL_RANK" in os.environ:
+        return None
+    cmd = launch_command(nproc, nnodes, rdzv_endpoint, sys.argv)
+    # The node's cores shared out (torchrun's own default is 1 thread each, with a banner saying so)
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
+    print(f"train: {nproc * nnodes} processes, {threads} threads each: {' '.join(cmd[1:])}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    return subprocess.run(cmd, check=False, env=env, preexec_fn=die_with_parent).returncode
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing). torchrun puts its
+    workers in their own session, so a ``kill -9`` of the run (``dvc repro`` and what it started) would
+    otherwise leave them training, and writing, beside the re-run that resumes. Each link of the chain
+    (stage -> torchrun -> worker) is tied this way."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above: nothing would signal us
+        os._exit(1)
+
+
+def setup(world: World, device: torch.device) -> None:
+    if world.distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over the ranks (float64: counts stay exact)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (one process: ``[obj]``)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank, so all ranks score val alike."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def shard(n: int, world: World) -> slice:
+    """Rank ``r``'s share of ``n`` items for scoring: every ``size``-th from ``r``, none padded or repeated."""
+    return slice(world.rank, n, world.size)
+
+
+def epoch_order(n: int, epoch: int, seed: int, world: World) -> torch.Tensor:
+    """This rank's sample order for ``epoch``: a seeded DistributedSampler (padded to equal shares)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.int64)
