@@ -7,11 +7,12 @@ misclassified_test.png (a gallery of the test errors).
 """
 
 from handsigns.checkpoint import load_model
-from handsigns.dataset import load_split, read_classes
+from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import UserError, run_main
 from handsigns.evaluate import evaluate_split, gallery
 from handsigns.files import atomic_path, write_json
 from handsigns.params import load
+from handsigns.params.data import DataParams
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST, EVAL_DETAILS, EVAL_METRICS, INDEX
 
@@ -22,9 +23,11 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError(f"{INDEX}/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results, per_class, predictions, splits = {}, {}, {}, {}
-    for name in ("val", "test"):  # everything computed before anything is written
-        split = splits[name] = load_split(name, ckpt["model"]["image_size"], classes)
+    results, per_class, predictions = {}, {}, {}
+    names = ("val", "test")
+    budget = load(DataParams).memory_budget_gb
+    splits = dict(zip(names, load_splits(names, ckpt["model"]["image_size"], classes, budget, "evaluate"), strict=True))
+    for name, split in splits.items():  # everything computed before anything is written
         if len(split) == 0:
             raise UserError(f"the {name} split is empty; check {INDEX}/{name}.csv (dvc repro split)")
         results[name], per_class[name], predictions[name] = evaluate_split(

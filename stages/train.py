@@ -9,10 +9,11 @@ With nproc x dist.nnodes > 1 it runs itself again under torchrun (handsigns.dist
 import sys
 
 from handsigns import distributed
-from handsigns.dataset import load_split, read_classes
+from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import run_main
 from handsigns.files import write_json
 from handsigns.params import load
+from handsigns.params.data import DataParams
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import CURVES, FINGERPRINT, RESUME, RUNTIME, TRAIN_METRICS
 from handsigns.train import fit, plan_epochs, say
@@ -29,8 +30,8 @@ def main() -> None:
     if world.distributed:
         distributed.die_with_parent()
     classes = read_classes()
-    train = load_split("train", recipe.model.image_size, classes)
-    val = load_split("val", recipe.model.image_size, classes)
+    budget = load(DataParams).memory_budget_gb
+    train, val = load_splits(("train", "val"), recipe.model.image_size, classes, budget, "train")
     epochs, steps = plan_epochs(recipe, len(train))
     raised = (
         f" (raised from {recipe.epochs} to reach train.min_steps = {recipe.train.min_steps})"

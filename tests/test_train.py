@@ -18,7 +18,8 @@ from conftest import TINY
 def random_split(n: int, seed: int = 0, classes: int = 2) -> Split:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
-    return Split("x", images, torch.arange(n) % classes, [f"{i}.png" for i in range(n)])
+    paths = [f"{i}.png" for i in range(n)]
+    return Split("x", images, torch.arange(n) % classes, paths, [f"{seed}:{p}" for p in paths])
 
 
 @pytest.mark.parametrize(("n", "bs", "sizes"), [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (8, 4, [4, 4]), (3, 32, [3])])

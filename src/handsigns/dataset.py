@@ -1,17 +1,22 @@
-"""Data for training and evaluation: each split decoded once into an in-memory uint8 tensor.
+"""Data for training and evaluation: each split's images as an ``N x 3 x S x S`` uint8 tensor, or, when that
+would not fit ``data.memory_budget_gb``, as :class:`StreamedImages`, decoded batch by batch.
 
-The images of SIGNS (and of most course-sized data sets) fit in memory many times over once resized, so
-the JPEGs are decoded exactly once per run (through :func:`handsigns.imaging.load_rgb`, the same path
-``predict`` uses) and every epoch indexes a ``N x 3 x S x S`` uint8 tensor.
+The images of SIGNS (and of most course-sized data sets) fit in memory many times over once resized, so by
+default the files are decoded exactly once per run and every epoch indexes one tensor. Past the budget
+(ImageNet-sized sets, large images), batches come from a map-style Dataset over the index with DataLoader
+workers. Both decode through :func:`handsigns.imaging.load_rgb` (the path ``predict`` uses) and hand the loop
+the same uint8 batches in the same order, so on the CPU a run's results do not depend on the path it took.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +28,41 @@ from handsigns.imaging import DECODE_ERRORS, load_rgb
 from handsigns.paths import INDEX, RAW
 
 
+class StreamedImages(torch.utils.data.Dataset):
+    """A split's images, decoded when indexed and never all at once: ``images[i]`` is one ``3 x S x S`` uint8
+    tensor (the map-style Dataset a DataLoader's workers read), ``images[idx]`` for a slice or index tensor
+    a batch, decoded on threads. Stands in for the in-memory tensor wherever a split's images are read."""
+
+    def __init__(self, paths: list[Path], image_size: int) -> None:
+        self.paths, self.image_size = paths, image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice | torch.Tensor | list):
+            picked = range(len(self.paths))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
+            return decode_all([self.paths[i] for i in picked], self.image_size)
+        return decode_all([self.paths[operator.index(index)]], self.image_size, threads=1)[0]
+
+
+Images = torch.Tensor | StreamedImages
+
+
 @dataclass
 class Split:
     name: str
-    images: torch.Tensor  # N x 3 x S x S, uint8, RGB
+    images: Images  # N x 3 x S x S, uint8, RGB: in memory, or decoded when indexed
     labels: torch.Tensor  # N, int64
     paths: list[str]  # relative to the raw folder
+    sha256: list[str]  # of each file: what the images are, without decoding them
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, StreamedImages)
 
 
 def read_classes(index_dir: Path = INDEX) -> list[str]:
@@ -41,7 +72,16 @@ def read_classes(index_dir: Path = INDEX) -> list[str]:
     return list(json.loads(path.read_text())["classes"])
 
 
-def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
+def decoded_bytes(index_dir: Path, names: tuple[str, ...], image_size: int) -> int:
+    """What the splits ``names`` take decoded in memory (uint8), counted from the index without decoding."""
+    rows = 0
+    for name in names:
+        with open(index_dir / f"{name}.csv", "rb") as fh:
+            rows += max(0, sum(1 for _ in fh) - 1)
+    return rows * 3 * image_size * image_size
+
+
+def decode_all(paths: list[Path], image_size: int, threads: int | None = None) -> torch.Tensor:
     """Decode ``paths`` (threads: Pillow releases the GIL) into one ``N x 3 x S x S`` uint8 tensor."""
 
     def one(p: Path) -> np.ndarray:
@@ -54,17 +94,30 @@ def decode_all(paths: list[Path], image_size: int) -> torch.Tensor:
 
     if not paths:
         return torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8)
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(one, paths))
+    threads = threads or min(8, os.cpu_count() or 1, len(paths))
+    if threads == 1:
+        arrays = [one(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            arrays = list(pool.map(one, paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def load_split(name: str, image_size: int, classes: list[str], index_dir: Path = INDEX, raw_dir: Path = RAW) -> Split:
+def load_split(
+    name: str,
+    image_size: int,
+    classes: list[str],
+    index_dir: Path = INDEX,
+    raw_dir: Path = RAW,
+    *,
+    stream: bool = False,
+) -> Split:
+    """Split ``name`` of the index: decoded into memory, or with ``stream`` decoded when indexed."""
     path = index_dir / f"{name}.csv"
     if not path.exists():
         raise UserError(f"{path} not found; run the split stage first (dvc repro split)")
     # keep_default_na=False: a class called "NA" or "null" is a name, not a missing value
-    df = pd.read_csv(path, dtype={"path": str, "class": str, "label": np.int64}, keep_default_na=False)
+    df = pd.read_csv(path, dtype={"path": str, "class": str, "sha256": str}, keep_default_na=False)
     label_of = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(df["class"]) - set(label_of))
     if unknown:
@@ -73,13 +126,38 @@ def load_split(name: str, image_size: int, classes: list[str], index_dir: Path =
             "re-run the pipeline (dvc repro)"
         )
     labels = torch.tensor([label_of[c] for c in df["class"]], dtype=torch.int64)
-    images = decode_all([raw_dir / p for p in df["path"]], image_size)
-    return Split(name, images, labels, list(df["path"]))
+    files = [raw_dir / p for p in df["path"]]
+    images = StreamedImages(files, image_size) if stream else decode_all(files, image_size)
+    return Split(name, images, labels, list(df["path"]), list(df["sha256"]))
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in float64: reproducible)."""
-    x = images.to(torch.float64).div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+def load_splits(
+    names: tuple[str, ...], image_size: int, classes: list[str], memory_budget_gb: float, stage: str
+) -> list[Split]:
+    """The splits ``names``, all in memory when they fit ``data.memory_budget_gb`` decoded, else all streamed
+    (and one line says so)."""
+    need = decoded_bytes(INDEX, names, image_size)
+    stream = need > memory_budget_gb * 1e9
+    if stream:
+        print(f"{stage}: {'+'.join(names)} decoded would take {need / 1e9:.2f} GB, over data.memory_budget_gb = "
+              f"{memory_budget_gb:g}: streaming batches from {RAW}/", flush=True)  # fmt: skip
+    return [load_split(name, image_size, classes, stream=stream) for name in names]
+
+
+STATS_CHUNK = 1024  # images per pass when summing: bounded memory, and exact whatever the chunk
+
+
+def channel_stats(images: Images) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, from exact integer sums: the same figures
+    in memory or streamed, in any chunking."""
+    total, squares, count = [0, 0, 0], [0, 0, 0], 0
+    for start in range(0, len(images), STATS_CHUNK):
+        x = images[start : start + STATS_CHUNK].to(torch.int64)
+        total = [t + int(v) for t, v in zip(total, x.sum(dim=(0, 2, 3)), strict=True)]
+        squares = [t + int(v) for t, v in zip(squares, (x * x).sum(dim=(0, 2, 3)), strict=True)]
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = [Fraction(t, count * 255) for t in total]
+    var = [
+        Fraction(q * count - t * t, count * max(count - 1, 1) * 255 * 255) for t, q in zip(total, squares, strict=True)
+    ]
+    return [round(float(m), 6) for m in mean], [round(max(math.sqrt(v), 1e-6), 6) for v in var]

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,20 +108,21 @@ def train_epoch(
     stay on the device until the epoch ends: no host synchronisation per step."""
     model.train()
     t = recipe.train
-    order = order.to(split.images.device)
+    order = order.to(split.labels.device)
     total_nll = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = [order[start:end] for start, end in batch_bounds(len(order), recipe.batch_size // recipe.world_size)]
     bar = tqdm(
-        batch_bounds(len(order), recipe.batch_size // recipe.world_size),
+        zip(batches, batch_pixels(split, batches, device, recipe.world_size), strict=True),
+        total=len(batches),
         desc=f"epoch {epoch}/{epochs}",
         leave=False,
         unit="batch",
         mininterval=0.5,
         disable=None,
     )
-    for start, end in bar:
-        idx = order[start:end]
-        x = split.images[idx].float().div_(255.0)
+    for idx, pixels in bar:
+        x = pixels.float().div_(255.0)
         y = split.labels[idx]
         if t.augment:
             x = augment(x, gen, t)
@@ -148,6 +150,24 @@ def train_epoch(
     if not math.isfinite(nll):
         raise UserError(f"training diverged at epoch {epoch} (loss is {nll}); lower lr in params.yaml")
     return EpochStats(nll / seen, right / seen)
+
+
+def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device, processes: int = 1):
+    """The uint8 pixels of each batch of indices, in order, on ``device``: indexed from the in-memory tensor,
+    or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches)."""
+    if not split.streamed:
+        return (split.images[idx] for idx in batches)
+    workers = max(1, min(8, (os.cpu_count() or 1) // processes))
+    loader = torch.utils.data.DataLoader(
+        split.images,
+        batch_sampler=[idx.tolist() for idx in batches],
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4,
+        multiprocessing_context="spawn" if device.type == "cuda" else None,  # no fork after CUDA is up
+        generator=torch.Generator(),  # its workers' seed comes from here, not from the global RNG dropout uses
+    )
+    return (x.to(device, non_blocking=True) for x in loader)
 
 
 class _LogProbs(torch.nn.Module):
@@ -187,8 +207,8 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
 
 
 def signature(recipe: RecipeParams, classes: list[str], train: Split, val: Split, device, precision: str) -> dict:
-    """What a run must share with the one that saved a resume checkpoint, each part hashed: params, data (the
-    decoded pixels and labels the loop sees), code (this package) and machine (the fingerprint's deciding
+    """What a run must share with the one that saved a resume checkpoint, each part hashed: params, data (every
+    file's sha256 and label), code (this package, which decodes them) and machine (the fingerprint's deciding
     keys: other kernels or versions would give other last bits than an uninterrupted run)."""
 
     def digest(*parts: bytes) -> str:
@@ -198,10 +218,10 @@ def signature(recipe: RecipeParams, classes: list[str], train: Split, val: Split
         return h.hexdigest()
 
     machine = {k: v for k, v in fingerprint(device, precision).items() if k in DECIDING_KEYS}
-    tensors = [t.numpy().tobytes() for split in (train, val) for t in (split.images, split.labels)]
+    files = [json.dumps([s.paths, s.sha256, s.labels.tolist()]).encode() for s in (train, val)]
     return {
         "params": digest(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode()),
-        "data": digest(json.dumps(classes).encode(), *tensors),
+        "data": digest(json.dumps(classes).encode(), *files),  # each file's bytes and label (the code decodes)
         "code": digest(*(f.read_bytes() for f in sorted(Path(__file__).parent.rglob("*.py")))),
         "machine": digest(json.dumps(machine, sort_keys=True).encode()),
     }
@@ -300,8 +320,11 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
         ids = [device.index] if device.type == "cuda" else None
         forward = torch.nn.parallel.DistributedDataParallel(_LogProbs(model), device_ids=ids)
     epochs, steps = plan_epochs(recipe, len(train))
-    # The whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px); batches are indexed there.
-    on_device = dataclasses.replace(train, images=train.images.to(device), labels=train.labels.to(device))
+    # In memory, the whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px) and batches are
+    # indexed there; streamed, DataLoader workers decode each batch.
+    on_device = dataclasses.replace(train, labels=train.labels.to(device))
+    if not train.streamed:
+        on_device.images = train.images.to(device)
     optimizer = make_optimizer(recipe, model)
     scheduler = make_scheduler(recipe, optimizer, epochs * steps)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None

@@ -26,6 +26,7 @@ class DataParams:
     max_extract_gb: float = knob(50.0, lo=0, lo_open=True)
     max_archive_members: int = knob(1_000_000, lo=1)
     max_image_megapixels: float = knob(50.0, lo=0, lo_open=True)  # = imaging.MAX_MEGAPIXELS (tested)
+    memory_budget_gb: float = knob(2.0, lo=0)
 
     def __post_init__(self) -> None:
         if not self.source:
