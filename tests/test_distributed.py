@@ -4,6 +4,7 @@ launch command, and one GPU per queued experiment (with a faked device count: no
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from handsigns.distributed import World
 from handsigns.errors import UserError
 from handsigns.params.recipe import RecipeParams
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, run
+from conftest import TINY, VENV_BIN, colour_dataset, make_project, project_env, run
 
 # ------------------------------------------------------------------------------------------------ fast
 
@@ -39,13 +40,21 @@ def test_val_shards_count_every_image_once():
     assert sorted(shards) == list(range(10))
 
 
-def test_the_launch_command():
+def test_the_launch_command(monkeypatch):
+    for var in ("NODE_RANK", "SLURM_NODEID", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
     one = distributed.launch_command(4, 1, "", ["stages/train.py"])
     assert one[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone", "stages/train.py"]
-    two = distributed.launch_command(8, 2, "node1:29500", ["stages/train.py"])
-    assert "--nnodes=2" in two and "--rdzv-endpoint=node1:29500" in two and "--rdzv-backend=c10d" in two
-    with pytest.raises(UserError, match=r"dist\.nnodes = 2 needs dist\.rdzv_endpoint"):
+    with pytest.raises(UserError, match=r"dist\.nnodes = 2 needs dist\.rdzv_endpoint = host:port of node 0"):
         distributed.launch_command(8, 2, "", ["stages/train.py"])
+    head = ["--nnodes=2", "--node-rank=0", "--master-addr=node1", "--master-port=29500"]
+    assert distributed.launch_command(8, 2, "node1:29500", ["t.py"])[4:] == [*head, "t.py"]
+    monkeypatch.setenv("SLURM_NODEID", "1")  # the second node of a SLURM job
+    monkeypatch.setenv("MASTER_ADDR", "node1")
+    assert "--node-rank=1" in distributed.launch_command(8, 2, "", ["t.py"])
+    monkeypatch.setenv("NODE_RANK", "2")
+    with pytest.raises(UserError, match=r"this node's rank 2 .* is not in 0\.\.1"):
+        distributed.launch_command(8, 2, "node1:29500", ["t.py"])
 
 
 def test_the_global_batch_must_split_evenly_over_the_processes():
@@ -115,3 +124,27 @@ def test_two_gloo_processes_through_dvc_repro_train_a_model_single_process_evalu
     curves = (double / "metrics/train/plots/metrics/val/accuracy.tsv").read_text().splitlines()
     assert len(curves) == 1 + DDP["epochs"]  # one writer: one row per epoch
     print(f"\ntest accuracy: one process {acc['single']:.4f}, two processes {acc['double']:.4f}")
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_at_node_0_and_node_0_writes(tmp_path):
+    """Two "nodes" on this machine, one process each: node 0 runs `dvc repro`, node 1 the stage script in its own
+    checkout (the same commit and data), as docs/scaling.md says; they meet at 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    source = colour_dataset(tmp_path / "source", per_class=40, size=24)
+    overrides = {**DDP, "dist": {"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"}}
+    node0 = make_project(tmp_path / "node0", {"source": str(source)}, overrides=overrides, git=True)
+    node1 = make_project(tmp_path / "node1", {"source": str(source)}, overrides=overrides, git=True)
+    run([str(VENV_BIN / "dvc"), "repro", "split"], node1)
+    second = subprocess.Popen([sys.executable, "stages/train.py"], cwd=node1, env=project_env(NODE_RANK="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    first = subprocess.run([str(VENV_BIN / "dvc"), "repro"], cwd=node0, env=project_env(NODE_RANK="0"),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    out1 = second.communicate(timeout=120)[0]
+    assert first.returncode == 0 and second.returncode == 0, (first.stdout, first.stderr, out1)
+    assert "--nnodes=2 --node-rank=0" in first.stdout and "--node-rank=1" in out1
+    assert json.loads((node0 / "metrics/runtime.json").read_text())["world_size"] == 2
+    assert not (node1 / "models/best.pt").exists() and "epoch" not in out1  # rank 1 neither writes nor logs
+    assert json.loads((node0 / "metrics/eval.json").read_text())["test"]["accuracy"] >= 0.9

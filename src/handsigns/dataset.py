@@ -45,6 +45,11 @@ class StreamedImages(torch.utils.data.Dataset):
             return decode_all([self.paths[i] for i in picked], self.image_size)
         return decode_all([self.paths[operator.index(index)]], self.image_size, threads=1)[0]
 
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        """A whole batch in one call (what a DataLoader worker asks for): one stacked tensor, no per-image
+        collation."""
+        return decode_all([self.paths[i] for i in indices], self.image_size, threads=1)
+
 
 Images = torch.Tensor | StreamedImages
 
@@ -82,25 +87,28 @@ def decoded_bytes(index_dir: Path, names: tuple[str, ...], image_size: int) -> i
 
 
 def decode_all(paths: list[Path], image_size: int, threads: int | None = None) -> torch.Tensor:
-    """Decode ``paths`` (threads: Pillow releases the GIL) into one ``N x 3 x S x S`` uint8 tensor."""
+    """Decode ``paths`` (threads: Pillow releases the GIL) into one ``N x 3 x S x S`` uint8 tensor, each image
+    written straight into its row: the peak is the tensor, not the tensor plus copies of it."""
+    out = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)  # numpy: writable from any thread
 
-    def one(p: Path) -> np.ndarray:
+    def one(i: int) -> None:
+        p = paths[i]
         try:
-            return load_rgb(p, image_size, max_megapixels=math.inf)  # split applied data.max_image_megapixels
+            pixels = load_rgb(p, image_size, max_megapixels=math.inf)  # split applied data.max_image_megapixels
         except FileNotFoundError:
             raise UserError(f"{p} is listed in the index but missing; re-run the pipeline (dvc repro)") from None
         except DECODE_ERRORS as exc:
             raise UserError(f"{p} can no longer be decoded ({exc}); re-run the pipeline (dvc repro)") from None
+        out[i] = pixels.transpose(2, 0, 1)
 
-    if not paths:
-        return torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8)
-    threads = threads or min(8, os.cpu_count() or 1, len(paths))
+    threads = threads or min(8, os.cpu_count() or 1, max(len(paths), 1))
     if threads == 1:
-        arrays = [one(p) for p in paths]
+        for i in range(len(paths)):
+            one(i)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            arrays = list(pool.map(one, paths))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+            list(pool.map(one, range(len(paths))))
+    return torch.from_numpy(out)
 
 
 def load_split(

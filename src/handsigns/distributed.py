@@ -1,10 +1,10 @@
 """Several processes, one run: PyTorch's own engine (``torchrun`` + DistributedDataParallel), not a home-made one.
 
 With ``nproc`` (processes per node) times ``dist.nnodes`` above 1, the train stage re-runs itself under
-``python -m torch.distributed.run``: ``--standalone`` on one node, a c10d rendezvous at ``dist.rdzv_endpoint``
-across nodes. Each process is one rank: NCCL with one GPU per process on CUDA, gloo on the CPU.
-``batch_size`` stays the global batch (each rank takes ``batch_size / world size``), the order comes from a
-seeded DistributedSampler with ``set_epoch``, and rank 0 alone writes files.
+``python -m torch.distributed.run``: ``--standalone`` on one node; across nodes, each node's rank meets node 0
+at ``dist.rdzv_endpoint`` (docs/scaling.md). Each process is one rank: NCCL with one GPU per process on CUDA,
+gloo on the CPU. ``batch_size`` stays the global batch (each rank takes ``batch_size / world size``), the order
+comes from a seeded DistributedSampler with ``set_epoch``, and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -43,18 +43,34 @@ def current() -> World:
     return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
 
 
+def node_rank() -> int:
+    """This node's place among ``dist.nnodes``: ``$NODE_RANK``, else SLURM's ``$SLURM_NODEID``, else 0."""
+    return int(os.environ.get("NODE_RANK") or os.environ.get("SLURM_NODEID") or 0)
+
+
 def launch_command(nproc: int, nnodes: int, rdzv_endpoint: str, argv: list[str]) -> list[str]:
-    """The torchrun command line that runs ``argv`` (a script and its arguments) as ``nproc`` x ``nnodes``."""
+    """The torchrun command line that runs ``argv`` (a script and its arguments) as ``nproc`` x ``nnodes``.
+
+    Several nodes meet at node 0 (``dist.rdzv_endpoint``, else ``$MASTER_ADDR:$MASTER_PORT``) and each takes
+    its rank from :func:`node_rank`, so node 0 holds rank 0: the process that writes the outputs, under the
+    `dvc repro` that runs there."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if nnodes == 1 and not rdzv_endpoint:
+    if nnodes == 1:
         return [*cmd, "--standalone", *argv]
-    if not rdzv_endpoint:
+    endpoint = rdzv_endpoint or (
+        f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT', '29500')}" if "MASTER_ADDR" in os.environ else ""
+    )
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
         raise UserError(
-            f"params.yaml: dist.nnodes = {nnodes} needs dist.rdzv_endpoint (host:port of one node that every node "
-            "reaches, e.g. the first node of a SLURM job)"
+            f"params.yaml: dist.nnodes = {nnodes} needs dist.rdzv_endpoint = host:port of node 0, which every node "
+            f"reaches (or $MASTER_ADDR and $MASTER_PORT); got {endpoint!r}"
         )
-    rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-id=handsigns"]
-    return [*cmd, f"--nnodes={nnodes}", *rdzv, *argv]
+    rank = node_rank()
+    if not 0 <= rank < nnodes:
+        raise UserError(f"this node's rank {rank} ($NODE_RANK or $SLURM_NODEID) is not in 0..{nnodes - 1}")
+    where = [f"--nnodes={nnodes}", f"--node-rank={rank}", f"--master-addr={host}", f"--master-port={port}"]
+    return [*cmd, *where, *argv]
 
 
 def relaunch(nproc: int, nnodes: int, rdzv_endpoint: str) -> int | None:
@@ -105,6 +121,15 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (one process: ``obj``)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_gather(obj: Any) -> list[Any]:

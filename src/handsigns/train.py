@@ -152,12 +152,20 @@ def train_epoch(
     return EpochStats(nll / seen, right / seen)
 
 
+def _as_is(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # a decoding worker: the cores belong to the workers side by side and the loop
+
+
 def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device, processes: int = 1):
     """The uint8 pixels of each batch of indices, in order, on ``device``: indexed from the in-memory tensor,
     or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches)."""
     if not split.streamed:
         return (split.images[idx] for idx in batches)
-    workers = max(1, min(8, (os.cpu_count() or 1) // processes))
+    workers = max(1, min(8, (os.cpu_count() or 1) // processes - 0))
     loader = torch.utils.data.DataLoader(
         split.images,
         batch_sampler=[idx.tolist() for idx in batches],
@@ -166,6 +174,8 @@ def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device
         prefetch_factor=4,
         multiprocessing_context="spawn" if device.type == "cuda" else None,  # no fork after CUDA is up
         generator=torch.Generator(),  # its workers' seed comes from here, not from the global RNG dropout uses
+        collate_fn=_as_is,  # the batch is already one tensor (StreamedImages.__getitems__)
+        worker_init_fn=_one_thread,
     )
     return (x.to(device, non_blocking=True) for x in loader)
 
@@ -233,7 +243,7 @@ def say(world: distributed.World, line: str) -> None:
         print(line, flush=True)
 
 
-def load_resume(path: Path, expected: dict, verbose: bool = True) -> dict | None:
+def load_resume(path: Path, expected: dict) -> dict | None:
     """The resume state saved at ``path``, or None (and one line saying why) when it is missing, unreadable, or
     was saved by a run with other params, data, code or machine."""
     if not path.exists():
@@ -242,14 +252,12 @@ def load_resume(path: Path, expected: dict, verbose: bool = True) -> dict | None
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved, _ = state["signature"], state["rng"]  # a file of an older layout is as foreign as a damaged one
     except Exception as exc:  # a damaged or foreign file: never fatal, never trusted
-        if verbose:
-            print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
+        print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
         return None
     differ = [part for part in expected if saved.get(part) != expected[part]]
     if differ:
-        if verbose:
-            print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
-                  flush=True)  # fmt: skip
+        print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
+              flush=True)  # fmt: skip
         return None
     return state
 
@@ -339,7 +347,8 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
     best_checkpoint: dict[str, Any] = {}
     epochs_run, since_best, history, seconds_before = 0, 0, [], 0.0
     sig = signature(recipe, classes, train, val, device, precision) if resume_path else {}
-    state = load_resume(resume_path, sig, world.main) if resume_path else None
+    # Rank 0 reads (and judges) the resume file and hands it to the others: no file system shared across nodes
+    state = distributed.broadcast(load_resume(resume_path, sig) if resume_path and world.main else None)
     if state is not None:
         model.net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
