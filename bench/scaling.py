@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
-
 from seeds import ROOT, make_workdir, results
 
 CLASSES = 10
@@ -62,7 +61,7 @@ def make_image_folder(root: Path, n: int, size: int) -> Path:
     return root
 
 
-EPOCH = """
+EPOCH = f"""
 import json, sys, time
 import torch
 from pathlib import Path
@@ -72,7 +71,7 @@ from handsigns.params.recipe import TrainParams
 from handsigns.train import batch_bounds, batch_pixels
 
 root, size, stream = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
-classes = [f"class_{{k}}" for k in range({classes})]
+classes = [f"class_{{k}}" for k in range({CLASSES})]
 started = time.perf_counter()
 split = load_split("train", size, classes, root / "index", root / "raw", stream=stream)
 loaded = time.perf_counter() - started
@@ -84,7 +83,7 @@ for pixels in batch_pixels(split, batches, torch.device("cpu")):
     seen += len(x)
 epoch = time.perf_counter() - started
 print(json.dumps({{"load_s": loaded, "epoch_s": epoch, "images": seen}}))
-""".format(classes=CLASSES)
+"""
 
 
 def peak_memory_of(cmd: list[str]) -> tuple[dict, float]:
