@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
-TORCH_PINS := torch==2.14.1
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling clean-venv
 .DEFAULT_GOAL := repro
@@ -20,7 +20,7 @@ TORCH_PINS := torch==2.14.1
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 ifdef TORCH_INDEX
-	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
+	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
 		$(LOCK) > $(VENV)/lock-without-torch.txt
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt
 	$(BIN)/python -m pip install --quiet --index-url '$(TORCH_INDEX)' $(TORCH_PINS)

@@ -116,6 +116,7 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: di
         "normalisation": ckpt["normalisation"],
         "normalisation_inside_model": True,
         "architecture": ckpt["model"],
+        "start": ckpt.get("start"),  # the starting weights (model.weights / train.init_from) and their sha256
         "best_epoch": ckpt["epoch"],
         "metrics": metrics,
         "data": data,

@@ -77,11 +77,17 @@ def open_image(
         if draft is not None and img.format == "JPEG":
             img.draft("RGB", (draft, draft))
         img.load()
-        rgb = to_rgb(img)
-    rgb.info["source_size"] = source_size
+        return fit(img, size, source_size)
+
+
+def fit(img: Image.Image, size: int | None, source_size: tuple[int, int] | None = None) -> Image.Image:
+    """A decoded image as the model takes it: upright RGB (:func:`to_rgb`), resized to ``size`` (Pillow
+    bilinear) when given. ``info["source_size"]`` keeps the original (width, height)."""
+    source_size = source_size or img.size
+    rgb = to_rgb(img)
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-        rgb.info["source_size"] = source_size
+    rgb.info["source_size"] = source_size
     return rgb
 
 

@@ -1,6 +1,7 @@
-"""The course notes' network, generalised (any number of classes, any input size).
+"""The networks: the course notes' ``Net``, generalised (any number of classes, any input size), or any
+torchvision classification architecture by name (``model.arch``), its head sized to the classes.
 
-With ``batchnorm=False`` and ``dropout=0`` it is exactly the notes' ``Net``: three 3x3 convolutions
+With ``batchnorm=False`` and ``dropout=0`` ``Net`` is exactly the notes' network: three 3x3 convolutions
 (c, 2c, 4c channels), each followed by 2x2 max-pool and ReLU, then two linear layers and log-softmax.
 ``batchnorm=True`` and ``dropout>0`` give Stanford CS230's version of the same network.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from handsigns.errors import UserError
 
 
 def feature_side(image_size: int) -> int:
@@ -52,10 +55,48 @@ class Net(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
-def build_net(num_classes: int, model_params) -> Net:  # model_params: handsigns.params.recipe.ModelParams
+class Torchvision(nn.Module):
+    """A torchvision classification architecture built by name, with ``num_classes`` outputs and log-softmax on
+    top (``Net``'s contract). ``model.num_channels``, ``batchnorm`` and ``dropout`` are ``Net``'s alone."""
+
+    def __init__(self, arch: str, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        import torchvision
+
+        names = torchvision.models.list_models(module=torchvision.models)  # the classifiers, not detection etc.
+        if arch not in names:
+            raise UserError(f"params.yaml: model.arch = {arch!r} is neither net nor a torchvision classifier; use "
+                            f"net or one of {', '.join(names)}")  # fmt: skip
+        self.arch = arch
+        self.body = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        self.body.eval()
+        try:  # too small an input fails inside some stage of the net: say so now, in one line
+            with torch.no_grad():
+                self.body(torch.zeros(1, 3, image_size, image_size))
+        except (RuntimeError, ValueError, AssertionError) as exc:
+            raise UserError(f"model.arch = {arch} does not take {image_size}x{image_size} images "
+                            f"({str(exc).splitlines()[0][:120]}); raise model.image_size") from None  # fmt: skip
+        self.body.train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        logits = getattr(out, "logits", out)  # GoogLeNet/Inception return (logits, aux...) while training
+        return F.log_softmax(logits, dim=1)
+
+
+def build_net(num_classes: int, model_params) -> nn.Module:  # model_params: handsigns.params.recipe.ModelParams
+    if model_params.arch != "net":
+        return Torchvision(model_params.arch, num_classes, model_params.image_size)
     return Net(
         num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm, model_params.dropout
     )
+
+
+def head(net: nn.Module) -> str:
+    """The name of ``net``'s last layer, the one sized to the classes (``fc2``, ``body.fc``,
+    ``body.classifier.3``...): what a new class list replaces and what ``train.freeze_epochs`` leaves trainable."""
+    last = [name for name, m in net.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    return last[-1]
 
 
 class Classifier(nn.Module):

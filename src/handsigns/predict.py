@@ -1,7 +1,14 @@
-"""``handsigns predict``: label images with the exported ONNX model (onnxruntime, NumPy, Pillow; no torch).
+"""Label images with the exported ONNX model (onnxruntime, NumPy, Pillow; no torch): ``handsigns predict`` and
+the Python API::
 
-Decoding goes through :func:`handsigns.imaging.load_rgb`, the path training used, and normalisation is
-inside the model, so a prediction here equals the pipeline's own on the same file.
+    from handsigns import Predictor
+    p = Predictor("models/model.onnx")
+    p.predict("foto.jpg")              # Prediction(label='3', probability=0.97, probabilities={'0': ..., ...})
+    p.predict(["a.jpg", pil_image, array])   # one Prediction each
+
+Decoding goes through :func:`handsigns.imaging.load_rgb` (files) and :func:`handsigns.imaging.fit` (PIL images
+and arrays), the path training used, and normalisation is inside the model, so a prediction here equals the
+pipeline's own on the same file.
 """
 
 from __future__ import annotations
@@ -10,20 +17,32 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from handsigns.errors import UserError
-from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, is_image_name, load_rgb
+from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, fit, is_image_name, load_rgb
+from handsigns.paths import ONNX
 
 BATCH = 64
 
 
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # the most probable class
+    probability: float  # its probability
+    probabilities: dict[str, float]  # every class's, in the model's class order
+
+
 class Predictor:
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: str | os.PathLike[str] = ONNX) -> None:
         import onnxruntime as ort
 
+        model_path = Path(model_path)
         card_path = model_path.with_suffix(".json")
         if not model_path.exists():
             raise UserError(f"{model_path} not found; run `make repro` (or `dvc repro export`), or pass --model")
@@ -63,6 +82,36 @@ class Predictor:
         """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities."""
         batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def pixels(self, image: str | os.PathLike[str] | Image.Image | np.ndarray) -> np.ndarray:
+        """One image as the model takes it (S x S x 3 uint8): a file path, a PIL image, or an H x W (grey),
+        H x W x 3 (RGB) or H x W x 4 (RGBA) uint8 array."""
+        if isinstance(image, str | os.PathLike):
+            return load_rgb(image, self.image_size)
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8:
+                raise UserError(f"an image array must be uint8 pixels 0-255, not {image.dtype}; convert it, e.g. "
+                                "(x * 255).round().astype(np.uint8) for floats in [0, 1]")  # fmt: skip
+            if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+                raise UserError(f"an image array must be H x W, H x W x 3 or H x W x 4; got shape {image.shape}")
+            image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+        if not isinstance(image, Image.Image):
+            raise UserError(f"cannot label a {type(image).__name__}: give a path, a PIL image or a uint8 array")
+        return np.asarray(fit(image, self.image_size), dtype=np.uint8)
+
+    def predict(self, images: Any) -> Prediction | list[Prediction]:
+        """Label one image (a path, a PIL image or an array) or many (a list or tuple of them, or an
+        N x H x W x 3 array): one :class:`Prediction`, or a list of them in order."""
+        many = isinstance(images, list | tuple) or (isinstance(images, np.ndarray) and images.ndim == 4)
+        items = list(images) if many else [images]
+        out = []
+        for start in range(0, len(items), BATCH):
+            probs = self.probabilities(np.stack([self.pixels(i) for i in items[start : start + BATCH]]))
+            for p in probs:
+                best = int(np.argmax(p))
+                every = {c: float(q) for c, q in zip(self.classes, p, strict=True)}
+                out.append(Prediction(self.classes[best], float(p[best]), every))
+        return out if many else out[0]
 
 
 def expand(paths: list[str]) -> Iterator[tuple[str, bool]]:

@@ -26,7 +26,7 @@ from handsigns.augment import augment
 from handsigns.dataset import Split, channel_stats
 from handsigns.errors import UserError
 from handsigns.files import leftovers
-from handsigns.model import Classifier, build_net
+from handsigns.model import Classifier, build_net, head
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
 from handsigns.runtime import (
@@ -45,19 +45,33 @@ VAL_BATCH = 256  # images per forward pass when scoring val during training (fix
 # --------------------------------------------------------------------------------- optimiser, schedule
 
 
+def backbone_and_head(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The parameters of ``model``'s network less its last layer, and of that layer (``model.head``)."""
+    net = getattr(model, "net", model)
+    top = f"{head(net)}."
+    named = list(net.named_parameters())
+    return [p for n, p in named if not n.startswith(top)], [p for n, p in named if n.startswith(top)]
+
+
 def make_optimizer(recipe: RecipeParams, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = recipe.train
+    params: Any = model.parameters()
+    if t.backbone_lr_scale != 1:  # two groups: the backbone at a fraction of the head's lr
+        backbone, top = backbone_and_head(model)
+        params = [{"params": backbone, "lr": recipe.lr * t.backbone_lr_scale}, {"params": top, "lr": recipe.lr}]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(model.parameters(), lr=recipe.lr, weight_decay=t.weight_decay)
+    return cls(params, lr=recipe.lr, weight_decay=t.weight_decay)
 
 
 def make_scheduler(recipe: RecipeParams, optimizer: torch.optim.Optimizer, total: int):
     """The lr schedule over ``total`` optimiser steps (stepped once per batch)."""
     if recipe.train.schedule == "onecycle":
         # cycle_momentum=False: train.momentum (sgd) and Adam's betas stay as params.yaml says
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total, cycle_momentum=False)
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        peak = peaks[0] if len(peaks) == 1 else peaks
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=total, cycle_momentum=False)
     if recipe.train.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return None
@@ -178,6 +192,31 @@ def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device
         worker_init_fn=_one_thread,
     )
     return (x.to(device, non_blocking=True) for x in loader)
+
+
+def starting_weights(recipe: RecipeParams, net: torch.nn.Module, classes: list[str]) -> dict | None:
+    """Load ``train.init_from`` or ``model.weights`` into ``net``; what was loaded, or None (a fresh start)."""
+    from handsigns import pretrained
+
+    if recipe.train.init_from:
+        t = recipe.train
+        return pretrained.start_from(net, classes, t.init_from, t.init_from_sha256, "train.init_from",
+                                     "train.init_from_sha256")  # fmt: skip
+    if recipe.model.weights:
+        m = recipe.model
+        return pretrained.start_from(net, classes, m.weights, m.weights_sha256, "model.weights", "model.weights_sha256")
+    return None
+
+
+def freeze_backbone(model: Classifier, world: distributed.World, frozen: bool, epoch: int) -> None:
+    backbone, _ = backbone_and_head(model)
+    if backbone and backbone[0].requires_grad == frozen:  # a change: say it once
+        say(
+            world,
+            f"train: epoch {epoch}: the backbone is {'frozen, the head alone trains' if frozen else 'trained too'}",
+        )
+    for p in backbone:
+        p.requires_grad_(not frozen)
 
 
 class _LogProbs(torch.nn.Module):
@@ -314,7 +353,9 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
     # Each rank augments its own samples with its own stream (rank 0's is the single-process one).
     gen = torch.Generator().manual_seed(recipe.seed + world.rank)
     mean, std = channel_stats(train.images)
-    model = Classifier(build_net(len(classes), recipe.model), mean, std).to(device)
+    net = build_net(len(classes), recipe.model)
+    start = starting_weights(recipe, net, classes) if world.main else None  # DDP hands rank 0's to the rest
+    model = Classifier(net, mean, std).to(device)
     if world.distributed:
         torch.manual_seed(recipe.seed + world.rank)  # the same initial weights on every rank; dropout masks differ
         if device.type == "cuda":
@@ -326,7 +367,9 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
     forward = model.log_probs
     if world.distributed:
         ids = [device.index] if device.type == "cuda" else None
-        forward = torch.nn.parallel.DistributedDataParallel(_LogProbs(model), device_ids=ids)
+        forward = torch.nn.parallel.DistributedDataParallel(
+            _LogProbs(model), device_ids=ids, find_unused_parameters=recipe.train.freeze_epochs > 0
+        )
     epochs, steps = plan_epochs(recipe, len(train))
     # In memory, the whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px) and batches are
     # indexed there; streamed, DataLoader workers decode each batch.
@@ -342,6 +385,7 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
         "normalisation": {"mean": mean, "std": std},
         "model": dataclasses.asdict(recipe.model),
         "params": dataclasses.asdict(recipe),
+        "start": start,
     }
     best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": 0}
     best_checkpoint: dict[str, Any] = {}
@@ -371,6 +415,8 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
         for epoch in range(epochs_run + 1, epochs + 1):
             if recipe.train.patience and since_best >= recipe.train.patience:
                 break  # a resumed run that had already stopped early
+            if recipe.train.freeze_epochs:
+                freeze_backbone(model, world, frozen=epoch <= recipe.train.freeze_epochs, epoch=epoch)
             if world.distributed:
                 order = distributed.epoch_order(len(train), epoch, recipe.seed, world)
             else:

@@ -13,6 +13,9 @@ from handsigns.params import knob
 
 @dataclass(frozen=True)
 class ModelParams:
+    arch: str = knob("net")
+    weights: str | None = knob(None)
+    weights_sha256: str | None = knob(None)
     image_size: int = knob(64, lo=8, hi=1024)
     num_channels: int = knob(32, lo=1, hi=1024)
     batchnorm: bool = knob(True)
@@ -42,6 +45,10 @@ class TrainParams:
     precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))
     deterministic: bool = knob(False)
     compile: bool = knob(False)
+    init_from: str | None = knob(None)
+    init_from_sha256: str | None = knob(None)
+    freeze_epochs: int = knob(0, lo=0)
+    backbone_lr_scale: float = knob(1.0, lo=0, hi=1)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,8 @@ class RecipeParams:
         return self.nproc * self.dist.nnodes
 
     def __post_init__(self) -> None:
+        if self.model.weights and self.train.init_from:
+            raise UserError("params.yaml: model.weights and train.init_from both name starting weights; set one")
         if self.batch_size % self.world_size:
             raise UserError(
                 f"params.yaml: batch_size = {self.batch_size} does not split evenly over {self.world_size} processes "
