@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling clean-venv
+.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -89,6 +89,10 @@ bench-split: $(STAMP)
 # Streaming against in-memory data (50,000 generated JPEGs at 128 px), and 1 against 2 training processes on SIGNS.
 bench-scaling: $(STAMP)
 	$(BIN)/python bench/scaling.py
+
+# Fine-tuning from the SIGNS model onto photos from another "camera", against training them from scratch.
+bench-finetune: $(STAMP)
+	$(BIN)/python bench/finetune.py $(BENCH_ARGS)
 
 # What a resume saves: the train stage killed after epoch 10 and re-run, against an uninterrupted one.
 bench-resume: $(STAMP)

@@ -53,6 +53,7 @@ def test_heads_are_the_last_layer_sized_to_the_classes():
                      "efficientnet_b0": "body.classifier.1"}  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:The default weight initialization of inception_v3:FutureWarning")
 def test_an_unknown_architecture_or_too_small_an_image_is_one_clear_error():
     with pytest.raises(UserError, match=r"model.arch = 'resnet19' is neither net nor a torchvision classifier"):
         build_net(2, ModelParams(arch="resnet19"))
@@ -115,6 +116,35 @@ def test_pretrained_torchvision_weights_from_a_file_keep_the_backbone_and_replac
                         "model.weights", "model.weights_sha256")  # fmt: skip
     assert torch.equal(net.body.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
     assert net.body.fc.weight.shape == (4, 512) and record["classes_fresh"] == 4
+
+
+def test_weights_from_a_url_are_downloaded_once_and_checked(tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 serves a model.safetensors; the pin is checked after the download."""
+    import functools
+    import http.server
+    import threading
+
+    from handsigns.export import save_safetensors
+
+    saved_run(tmp_path, ["0", "1"])
+    model, ckpt = checkpoint.load_model(tmp_path / "signs.pt")
+    (tmp_path / "www").mkdir()
+    save_safetensors(model, tmp_path / "www/model.safetensors", {"classes": ckpt["classes"], "image_size": 16})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/model.safetensors"
+    digest = sha256_file(tmp_path / "www/model.safetensors")
+    try:
+        net = build_net(2, ModelParams(**TINY["model"]))
+        with pytest.raises(UserError, match=f"sha256 mismatch for train.init_from = '{url}'"):
+            start_from(net, ["0", "1"], url, "0" * 64, "train.init_from", "train.init_from_sha256")
+        record = start_from(net, ["0", "1"], url, digest, "train.init_from", "train.init_from_sha256")
+    finally:
+        server.shutdown()
+    assert record["classes_carried"] == 2 and torch.equal(net.fc2.bias, ckpt["state_dict"]["fc2.bias"])
+    assert len(list((tmp_path / "hub/handsigns").glob("*.done"))) == 1  # cached where torch keeps weights
 
 
 def test_a_run_starts_from_model_safetensors_too(tmp_path):

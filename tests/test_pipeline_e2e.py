@@ -68,6 +68,7 @@ def test_dvc_shows_the_headline_figures_only(repo):
         "metrics/train.json:epochs_run",
         "metrics/runtime.json:train_seconds",
         "metrics/runtime.json:train_images_per_s",
+        "metrics/runtime.json:world_size",
         *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss")),
     }
 

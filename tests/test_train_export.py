@@ -14,6 +14,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
 
+from handsigns.errors import UserError
+
 from conftest import REPO, TINY, bomb_jpeg, colour_dataset, make_project, run, stage
 
 tomllib = pytest.importorskip("tomllib")
@@ -37,7 +39,8 @@ def test_train_writes_quality_speed_and_fingerprint_apart(project):
     fingerprint = json.loads((project / "metrics/fingerprint.json").read_text())
     assert quality.keys() == {"best_epoch", "epochs_run"}  # timings never pollute quality metrics
     assert quality["epochs_run"] == 2 and 1 <= quality["best_epoch"] <= 2
-    assert runtime.keys() == {"train_seconds", "train_images_per_s"}  # DVC metrics: numbers only
+    assert runtime.keys() == {"train_seconds", "train_images_per_s", "world_size"}  # DVC metrics: numbers only
+    assert runtime["world_size"] == 1
     assert runtime["train_images_per_s"] > 0
     assert {"device_name", "torch", "cuda", "precision", "cpu_capability", "torch_threads"} <= set(fingerprint)
     ckpt = torch.load(project / "models/best.pt", weights_only=True)
@@ -194,6 +197,26 @@ def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(
     got = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [g["label"] for g in got] == list(table["predicted"])
     assert np.allclose([g["probability"] for g in got], table["probability"].astype(float), atol=1e-4)
+
+
+def test_the_python_api_labels_paths_pil_images_and_arrays_as_the_cli_does(project):
+    from handsigns import Prediction, Predictor
+
+    table = pd.read_csv(project / "metrics/eval/predictions_test.csv", dtype=str).head(5)
+    paths = [project / "data/raw" / p for p in table["path"]]
+    p = Predictor(project / "models/model.onnx")
+    one = p.predict(paths[0])
+    assert isinstance(one, Prediction) and one.label == table["predicted"][0]
+    assert one.probability == pytest.approx(float(table["probability"][0]), abs=1e-4)
+    assert sum(one.probabilities.values()) == pytest.approx(1, abs=1e-5) and list(one.probabilities) == p.classes
+    many = p.predict([str(q) for q in paths])
+    assert [m.label for m in many] == list(table["predicted"])
+    pil = [Image.open(q) for q in paths]
+    assert p.predict(pil) == many  # a PIL image takes the file's own decoding path
+    arrays = np.stack([np.asarray(i.convert("RGB")) for i in pil])  # N x H x W x 3: many
+    assert [m.label for m in p.predict(arrays)] == list(table["predicted"])
+    with pytest.raises(UserError, match="must be uint8 pixels 0-255, not float64"):
+        p.predict(arrays[0] / 255.0)
 
 
 def test_predict_without_model_is_one_clear_error(tmp_path):

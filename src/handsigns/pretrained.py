@@ -30,8 +30,10 @@ TORCHVISION_NAME = re.compile(r"DEFAULT|[A-Za-z0-9_]+_Weights\.[A-Z0-9_]+")
 def _read(path: Path, what: str) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """(state dict, class names when the file names them) of a weights file."""
     classes = None
+    with open(path, "rb") as fh:  # by content, not name: a downloaded file is named by its URL's hash
+        safetensors = fh.read(9)[8:] == b"{"  # an 8-byte header length, then the JSON header
     try:
-        if path.suffix == ".safetensors":
+        if safetensors:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
