@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune clean-venv
+.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -93,6 +93,10 @@ bench-scaling: $(STAMP)
 # Fine-tuning from the SIGNS model onto photos from another "camera", against training them from scratch.
 bench-finetune: $(STAMP)
 	$(BIN)/python bench/finetune.py $(BENCH_ARGS)
+
+# docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
+screenshot: $(STAMP)
+	$(BIN)/python docs/screenshot.py
 
 # What a resume saves: the train stage killed after epoch 10 and re-run, against an uninterrupted one.
 bench-resume: $(STAMP)

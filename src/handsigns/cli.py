@@ -17,6 +17,12 @@ def _predict(args: argparse.Namespace) -> int:
     return run(args.paths, Path(args.model), args.top_k, args.json)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from handsigns.serve import run
+
+    return run(Path(args.model), args.host, args.port)
+
+
 def _compare(args: argparse.Namespace) -> int:
     from handsigns.compare import report
 
@@ -84,6 +90,20 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most likely labels")
     pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probability")
     pr.set_defaults(func=_predict)
+    sv = sub.add_parser(
+        "serve",
+        help="a local demo page: drop a photo or use the webcam, see the model's answer",
+        description="Serve a demo page for the exported ONNX model: drop or choose a photo, or take one with the "
+        "webcam; the page shows the image as the model sees it, the top-3 labels and the model card's facts. "
+        "Labels with the same model and decoding as `handsigns predict`.",
+    )
+    sv.add_argument("--model", default=ONNX.as_posix(), help="ONNX model, its card beside it (default: %(default)s)")
+    sv.add_argument(
+        "--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: %(default)s)"
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
+                    "only; another exposes the page to the network, with a warning)")  # fmt: skip
+    sv.set_defaults(func=_serve)
     cp = sub.add_parser(
         "compare",
         help="markdown report: params, metrics and plots of a base rev vs the workspace",

@@ -50,6 +50,7 @@ class Predictor:
             raise UserError(f"{card_path} not found; the model card must lie beside {model_path.name}")
         try:
             card = json.loads(card_path.read_text())
+            self.card: dict = card
             self.classes: list[str] = list(card["classes"])
             self.image_size: int = int(card["image_size"])
             self.input_name: str = card["input"]["name"]

@@ -179,7 +179,7 @@ def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device
     or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches)."""
     if not split.streamed:
         return (split.images[idx] for idx in batches)
-    workers = max(1, min(8, (os.cpu_count() or 1) // processes - 0))
+    workers = max(1, min(8, (os.cpu_count() or 1) // processes - 1))  # a core left for the loop itself
     loader = torch.utils.data.DataLoader(
         split.images,
         batch_sampler=[idx.tolist() for idx in batches],

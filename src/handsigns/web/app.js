@@ -1,0 +1,110 @@
+// The demo page: send an image to POST /predict (the image file as the body), show the answer.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function percent(p) {
+  return (100 * p).toFixed(1) + "%";
+}
+
+function showAnswer(answer) {
+  $("error").hidden = true;
+  $("seen").src = answer.model_input;
+  $("label").textContent = answer.label;
+  $("probability").textContent = percent(answer.probability);
+  const top = $("top");
+  top.replaceChildren();
+  for (const { label, probability } of answer.top) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = percent(probability);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = percent(probability);
+    item.append(name, bar, value);
+    top.append(item);
+  }
+  $("result").hidden = false;
+}
+
+async function send(blob) {
+  try {
+    const response = await fetch("/predict", { method: "POST", body: blob });
+    const answer = await response.json();
+    if (!response.ok) {
+      $("result").hidden = true;
+      showError(answer.error || `the server answered ${response.status}`);
+      return;
+    }
+    showAnswer(answer);
+  } catch (err) {
+    showError(`no answer from the server (${err.message}); is handsigns serve still running?`);
+  }
+}
+
+async function showCard() {
+  const facts = await (await fetch("/card")).json();
+  const rows = [
+    ["classes", facts.classes.join(", ")],
+    ["input", `${facts.image_size} x ${facts.image_size} RGB`],
+    ["test accuracy", facts.test_accuracy == null ? "not measured" : percent(facts.test_accuracy)],
+    ["architecture", `${facts.architecture}, best epoch ${facts.best_epoch}`],
+    ["started from", facts.start ? facts.start.source : "random weights (trained from scratch)"],
+    ["file", facts.model],
+  ];
+  const list = $("facts");
+  for (const [term, value] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    list.append(dt, dd);
+  }
+}
+
+$("file").addEventListener("change", (event) => {
+  if (event.target.files.length) send(event.target.files[0]);
+});
+
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files.length) send(event.dataTransfer.files[0]);
+});
+
+$("start-camera").addEventListener("click", async () => {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    $("video").srcObject = stream;
+    $("video").hidden = false;
+    $("capture").hidden = false;
+  } catch (err) {
+    showError(`no webcam (${err.message}); drop a photo instead`);
+  }
+});
+
+$("capture").addEventListener("click", () => {
+  const video = $("video");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob((blob) => send(blob), "image/jpeg", 0.92);
+});
+
+showCard().catch((err) => showError(`cannot read the model card (${err.message})`));
