@@ -652,6 +652,15 @@ def test_a_tar_bomb_is_refused_at_its_header_before_its_payload_is_inflated(tmp_
     assert "expands to more than data.max_extract_gb = 50 GB (100 GB up to this member" in msg
 
 
+def test_data_hidden_after_the_end_of_a_compressed_tar_is_refused(tmp_path, payload):
+    """A sound little tar, then 50 MB of zeros inside the same gzip stream (tarfile stops at the end-of-archive
+    marker and would never see them; inflating them all is the bomb)."""
+    inner = tar_bytes(payload, mode="w")
+    data = gzip.compress(inner + bytes(50 * 2**20))
+    assert len(data) < 100_000
+    refused(tmp_path, "data.tar.gz", data, "its gzip stream expands past what its members declare")
+
+
 def test_an_archive_larger_than_the_free_disk_space_is_refused_before_writing(tmp_path, monkeypatch, payload):
     (tmp_path / "data.zip").write_bytes(zip_bytes(payload))
     size = sum(len(v) for v in payload.values())

@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import json
 import lzma
+import math
 import os
 import posixpath
 import re
@@ -350,8 +351,9 @@ def _extract_tar(archive: Path, dest: Path, limits: Limits) -> None:
                 raise UserError(f"refusing to extract archive member {m.name!r}: not a file, folder or link")
         tally.check_space(dest)
         compression = _compression(archive)
-        if compression is not None:  # the headers were sound; now the stream's own checksum
-            _check_stream(archive, *compression)
+        if compression is not None:  # the headers were sound; now the stream's own checksum, within bounds
+            slack = 1024 * tally.members + 10 * 2**20  # a header and padding per member, end blocks, records
+            _check_stream(archive, *compression, limit=tally.bytes + slack)
         # The 'data' filter re-checks all of the above inside tarfile itself (defence in depth).
         for m in tqdm(members, desc="extract", unit="file", mininterval=0.5, disable=None):
             tf.extract(m, dest, filter="data")
@@ -396,14 +398,23 @@ def _compression(path: Path) -> tuple[str, Any] | None:
     return next((v for magic, v in _COMPRESSED.items() if head.startswith(magic)), None)
 
 
-def _check_stream(path: Path, name: str, opener: Any, head_only: bool = False) -> None:
+def _check_stream(path: Path, name: str, opener: Any, head_only: bool = False, limit: float = math.inf) -> None:
     """Decompress to the end once: the trailer's checksum is what tells a damaged stream, and tarfile stops
     reading at the end-of-archive marker, before the trailer. ``head_only``: its first chunk, enough to tell
-    a stream that is not a tar (inflating a bomb to its end would be the attack itself)."""
+    a stream that is not a tar (inflating a bomb to its end would be the attack itself). Past ``limit`` bytes
+    (what the tar's members declare, with room for headers) the stream is refused: data hidden after the
+    end-of-archive marker is a bomb too."""
+    seen = 0
     try:
         with opener(path, "rb") as fh:
-            while fh.read(CHUNK) and not head_only:
-                pass
+            while chunk := fh.read(CHUNK):
+                seen += len(chunk)
+                if head_only:
+                    break
+                if seen > limit:
+                    raise UserError(f"refusing to extract {path}: its {name} stream expands past what its members "
+                                    "declare (data after the end of the archive: a decompression bomb?); nothing "
+                                    "was extracted")  # fmt: skip
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise UserError(f"{path} is a damaged {name} stream ({exc}); fetch it again") from None
 
