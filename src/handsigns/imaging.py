@@ -18,9 +18,7 @@ HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_DRAFT = 256  # JPEGs are decoded DCT-scaled to >= 256 px for hashing (3024 px photo: 8 ms, not 38)
 # The decompression-bomb guard: an image whose header claims more pixels is refused before it is decoded. 50 MP
 # passes a 48 MP phone photo and refuses 8,000 x 8,000 (a few KB of JPEG can claim that: 192 MB decoded).
-MAX_MEGAPIXELS = 50.0
-# Pillow refuses above 2 x Image.MAX_IMAGE_PIXELS at open (~179 MP) whatever we allow: the ceiling of the limit.
-PILLOW_MAX_MEGAPIXELS = 2 * Image.MAX_IMAGE_PIXELS / 1e6 if Image.MAX_IMAGE_PIXELS else float("inf")
+MAX_MEGAPIXELS = 50.0  # Pillow's own refusal, above ~179 MP at open, stays the ceiling whatever the limit
 
 
 class ImageTooLarge(ValueError):

@@ -39,6 +39,7 @@ from handsigns.imaging import (
     DECODE_ERRORS,
     HASH_BITS,
     HASH_DRAFT,
+    MAX_MEGAPIXELS,
     ImageTooLarge,
     dhash,
     hamming,
@@ -182,7 +183,9 @@ def _read_one(path: Path, max_megapixels: float) -> tuple[str, int, int, np.ndar
     return digest, width, height, dhash(img), "", ""
 
 
-def read_images(raw: Path, items: list[Item], workers: int | None = None, max_megapixels: float = 50.0) -> None:
+def read_images(
+    raw: Path, items: list[Item], workers: int | None = None, max_megapixels: float = MAX_MEGAPIXELS
+) -> None:
     """Hash and decode every candidate image once (threads: Pillow releases the GIL while decoding)."""
     todo = [it for it in items if not it.reason]
     workers = workers or min(8, os.cpu_count() or 1)
