@@ -51,13 +51,13 @@ def load_model(path: Path) -> tuple[Classifier, dict]:
 @torch.inference_mode()
 def log_probs(
     model: Classifier,
-    images: torch.Tensor,
+    images: torch.Tensor,  # or dataset.StreamedImages: anything sliced into uint8 batches
     batch_size: int,
     device: torch.device | None = None,
     precision: str = "fp32",
 ) -> torch.Tensor:
-    """Log-probabilities (float32, CPU) of uint8 ``images`` (N x 3 x S x S), in order; ``model`` is left in
-    eval mode."""
+    """Log-probabilities (float32, CPU) of uint8 ``images`` (N x 3 x S x S, sliced batch by batch), in order;
+    ``model`` is left in eval mode."""
     device = device or torch.device("cpu")
     model.eval()
     out = []

@@ -54,6 +54,14 @@ class StreamedImages(torch.utils.data.Dataset):
 Images = torch.Tensor | StreamedImages
 
 
+def view(images: Images, part: slice) -> Images:
+    """``images[part]`` without decoding anything: a view of the in-memory tensor, or the streamed files of
+    that part (decoded batch by batch by whoever reads it)."""
+    if isinstance(images, StreamedImages):
+        return StreamedImages(images.paths[part], images.image_size)
+    return images[part]
+
+
 @dataclass
 class Split:
     name: str

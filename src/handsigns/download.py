@@ -67,9 +67,6 @@ class Limits:
     def of(cls, data_params: Any) -> Limits:
         return cls(data_params.max_extract_gb * 1e9, data_params.max_archive_members)
 
-    def tally(self) -> _Tally:
-        return _Tally(self)
-
 
 class _Tally:
     """Counts members and declared bytes as an archive is read; refuses, naming the member, past a limit."""
@@ -303,7 +300,7 @@ def _check_link(name: str, target: str) -> None:
 def _extract_zip(archive: Path, dest: Path, limits: Limits) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        plan, tally = [], limits.tally()
+        plan, tally = [], _Tally(limits)
         for info in infos:  # validate everything before writing anything
             tally.add(info.filename, info.file_size)
             name = _safe_name(info.filename)
@@ -332,7 +329,7 @@ def _extract_zip(archive: Path, dest: Path, limits: Limits) -> None:
 
 def _extract_tar(archive: Path, dest: Path, limits: Limits) -> None:
     with tarfile.open(archive, "r:*") as tf:
-        members, tally = [], limits.tally()
+        members, tally = [], _Tally(limits)
         for m in tf:  # header by header: a bomb is refused at its first oversized header, not after inflating it
             tally.add(m.name, m.size)
             members.append(m)

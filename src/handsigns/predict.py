@@ -37,6 +37,10 @@ class Prediction:
     probability: float  # its probability
     probabilities: dict[str, float]  # every class's, in the model's class order
 
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable (label, probability), most probable first; ties in class order."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]  # sorted is stable
+
 
 class Predictor:
     def __init__(self, model_path: str | os.PathLike[str] = ONNX) -> None:
@@ -84,10 +88,20 @@ class Predictor:
         batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-    def pixels(self, image: str | os.PathLike[str] | Image.Image | np.ndarray) -> np.ndarray:
-        """One image as the model takes it (S x S x 3 uint8): a file path, a PIL image, or an H x W (grey),
-        H x W x 3 (RGB) or H x W x 4 (RGBA) uint8 array."""
-        if isinstance(image, str | os.PathLike):
+    def predictions(self, pixels: np.ndarray) -> list[Prediction]:
+        """``pixels``: N x S x S x 3 uint8 (as :meth:`pixels` gives) -> one :class:`Prediction` each: the one
+        place probabilities become labels, for the API, ``handsigns predict`` and ``handsigns serve``."""
+        out = []
+        for p in self.probabilities(pixels):
+            best = int(np.argmax(p))
+            every = {c: float(q) for c, q in zip(self.classes, p, strict=True)}
+            out.append(Prediction(self.classes[best], float(p[best]), every))
+        return out
+
+    def pixels(self, image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray) -> np.ndarray:
+        """One image as the model takes it (S x S x 3 uint8): a file path or a file's bytes, a PIL image, or an
+        H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) uint8 array."""
+        if isinstance(image, str | os.PathLike | bytes):
             return load_rgb(image, self.image_size)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
@@ -107,11 +121,7 @@ class Predictor:
         items = list(images) if many else [images]
         out = []
         for start in range(0, len(items), BATCH):
-            probs = self.probabilities(np.stack([self.pixels(i) for i in items[start : start + BATCH]]))
-            for p in probs:
-                best = int(np.argmax(p))
-                every = {c: float(q) for c, q in zip(self.classes, p, strict=True)}
-                out.append(Prediction(self.classes[best], float(p[best]), every))
+            out += self.predictions(np.stack([self.pixels(i) for i in items[start : start + BATCH]]))
         return out if many else out[0]
 
 
@@ -137,10 +147,9 @@ def run(paths: list[str], model: Path, top_k: int, as_json: bool, out=sys.stdout
     def flush() -> None:
         if not pending:
             return
-        probs = predictor.probabilities(np.stack([a for _, a in pending]))
-        for (path, _), p in zip(pending, probs, strict=True):
-            order = np.argsort(-p, kind="stable")[:k]
-            top = [(predictor.classes[i], float(p[i])) for i in order]
+        found = predictor.predictions(np.stack([a for _, a in pending]))
+        for (path, _), prediction in zip(pending, found, strict=True):
+            top = prediction.top(k)
             if as_json:
                 record = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
                 if k > 1:
@@ -158,7 +167,7 @@ def run(paths: list[str], model: Path, top_k: int, as_json: bool, out=sys.stdout
             failures += 1
             continue
         try:
-            pending.append((path, load_rgb(path, predictor.image_size)))
+            pending.append((path, predictor.pixels(path)))
         except DECODE_ERRORS as exc:
             what = "too large to decode" if isinstance(exc, ImageTooLarge) else "not a readable image"
             print(f"error: {path}: {what} ({type(exc).__name__}: {str(exc)[:160]})", file=err)

@@ -19,11 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from handsigns.errors import UserError
-from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, load_rgb
+from handsigns.imaging import DECODE_ERRORS, ImageTooLarge
 from handsigns.predict import Predictor
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes: a phone photo is 2-10 MB
@@ -41,27 +40,25 @@ def facts(predictor: Predictor, model: Path) -> dict:
         "classes": predictor.classes,
         "image_size": predictor.image_size,
         "test_accuracy": metrics.get("test", {}).get("accuracy"),
-        "val_accuracy": metrics.get("val", {}).get("accuracy"),
         "architecture": card.get("architecture", {}).get("arch", "net"),
         "best_epoch": card.get("best_epoch"),
         "start": card.get("start"),
-        "torch": card.get("versions", {}).get("torch"),
     }
 
 
 def label(predictor: Predictor, data: bytes) -> dict:
     """The answer to one upload: top labels with probabilities, every probability, and the image as the model
-    sees it (a PNG, base64). Raises ValueError (or a decode error) for what is not an image."""
-    pixels = load_rgb(data, predictor.image_size)  # the one decoding path, as `handsigns predict`
-    probs = predictor.probabilities(pixels[None])[0]
-    order = np.argsort(-probs, kind="stable")
+    sees it (a PNG, base64). Decoded and labelled as `handsigns predict` does (``Predictor.pixels`` and
+    ``Predictor.predictions``); raises a decode error for what is not an image."""
+    pixels = predictor.pixels(data)
+    (prediction,) = predictor.predictions(pixels[None])
     seen = io.BytesIO()
     Image.fromarray(pixels).save(seen, format="PNG")
     return {
-        "label": predictor.classes[order[0]],
-        "probability": float(probs[order[0]]),
-        "top": [{"label": predictor.classes[i], "probability": float(probs[i])} for i in order[:TOP]],
-        "probabilities": {c: float(p) for c, p in zip(predictor.classes, probs, strict=True)},
+        "label": prediction.label,
+        "probability": prediction.probability,
+        "top": [{"label": c, "probability": p} for c, p in prediction.top(TOP)],
+        "probabilities": prediction.probabilities,
         "model_input": "data:image/png;base64," + base64.b64encode(seen.getvalue()).decode(),
     }
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from handsigns import checkpoint, distributed
 from handsigns.augment import augment
-from handsigns.dataset import Split, channel_stats
+from handsigns.dataset import Split, channel_stats, view
 from handsigns.errors import UserError
 from handsigns.files import leftovers
 from handsigns.model import Classifier, build_net, head
@@ -93,13 +93,6 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 class EpochStats:
     loss: float  # mean per-sample loss
     accuracy: float  # exact: correct / samples
-
-
-def score(logprobs: torch.Tensor, labels: torch.Tensor) -> EpochStats:
-    n = len(labels)
-    loss = F.nll_loss(logprobs, labels, reduction="sum").item() / n
-    correct = int((logprobs.argmax(1) == labels).sum())
-    return EpochStats(loss, correct / n)
 
 
 def train_epoch(
@@ -231,13 +224,12 @@ class _LogProbs(torch.nn.Module):
 
 
 def score_val(model: Classifier, val: Split, world: distributed.World, device, precision: str) -> EpochStats:
-    """Val loss and accuracy; across processes each scores its shard and the sums are all-reduced, so every
-    image counts once (no sampler padding) and every rank gets the same figures."""
-    if not world.distributed:
-        return score(checkpoint.log_probs(model, val.images, VAL_BATCH, device, precision), val.labels)
+    """Val loss and accuracy, exact. Each process scores its shard (one process: all of val) and the sums are
+    all-reduced, so every image counts once (no sampler padding) and every rank gets the same figures."""
     distributed.sync_buffers(model.net)
     part = distributed.shard(len(val), world)
-    logprobs, labels = checkpoint.log_probs(model, val.images[part], VAL_BATCH, device, precision), val.labels[part]
+    images, labels = view(val.images, part), val.labels[part]  # a streamed val is decoded batch by batch
+    logprobs = checkpoint.log_probs(model, images, VAL_BATCH, device, precision)
     nll = F.nll_loss(logprobs, labels, reduction="sum").item() if len(labels) else 0.0
     right = int((logprobs.argmax(1) == labels).sum()) if len(labels) else 0
     nll, right, n = distributed.all_sum([nll, float(right), float(len(labels))], device)
