@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
+.PHONY: install lock repro exps test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -53,6 +53,12 @@ else
 	$(if $(SHA256),$(error SHA256= pins the archive SOURCE= names; give both))$(BIN)/dvc repro
 endif
 
+# The experiments of HEAD side by side, readable at 200 columns: the headline metrics, the params that differ and
+# the machine of each row (device, its model, precision); file hashes left out. More: make exps EXPS_ARGS=-A
+exps: $(STAMP)
+	$(BIN)/dvc exp show --no-pager --only-changed --precision 4 --drop '/|^train_images_per_s$$' \
+		--keep '^(test\.accuracy|val\.accuracy|train_seconds|device|device_name|precision)$$' $(EXPS_ARGS)
+
 # `make test`, the edit-and-test loop (under a minute): every test not marked slow or e2e. `make test-all` (what
 # .ci/run runs): those first, to fail fast, then the slow and end-to-end ones: every test, each once.
 FAST := not slow and not e2e
@@ -72,11 +78,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The GitHub workflow, checked statically (nothing here can run it): its schema, then zizmor's security audits
-# (unpinned actions, token permissions, persisted credentials, template injection), offline.
+# The GitHub workflow and Dependabot's settings, checked statically (nothing here can run them): their schemas,
+# then zizmor's security audits (unpinned actions, token permissions, persisted credentials, template injection,
+# Dependabot cooldowns), offline.
 check-workflows: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(BIN)/zizmor --offline .github/workflows
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	$(BIN)/zizmor --offline .github
 
 # Speed against the course notes' loop, side by side in one run (bench/results.{json,md}; needs `make repro`).
 # The threads are pinned so that runs compare: 2, or THREADS=N.

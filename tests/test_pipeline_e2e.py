@@ -5,12 +5,13 @@ the wiring, not the accuracy (the README reports the accuracy of the default par
 """
 
 import json
+import shlex
 import sys
 
 import pandas as pd
 import pytest
 
-from conftest import VENV_BIN, make_project, run
+from conftest import REPO, VENV_BIN, make_project, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -48,7 +49,7 @@ def test_repro_produces_metrics_plots_and_a_verified_model(repo):
 
 
 def test_dvc_shows_the_headline_figures_only(repo):
-    """`dvc exp show` / `dvc metrics diff` get one readable row: the headline, numbers only, ~15 columns."""
+    """`dvc exp show` / `dvc metrics diff` get one readable row: the headline figures and the machine's names."""
     shown = json.loads(run([str(VENV_BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
     files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
 
@@ -69,8 +70,21 @@ def test_dvc_shows_the_headline_figures_only(repo):
         "metrics/runtime.json:train_seconds",
         "metrics/runtime.json:train_images_per_s",
         "metrics/runtime.json:world_size",
+        *(f"metrics/runtime.json:{k} (not a number)" for k in ("device", "device_name", "precision")),
         *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss")),
     }
+
+
+def test_make_exps_is_readable_and_names_the_machine(repo):
+    """`make exps`: the headline, the params that differ and the machine, at most ~25 columns (its arguments are
+    read from the Makefile, so the test holds what users run)."""
+    recipe = (REPO / "Makefile").read_text().split("\nexps:", 1)[1].split("\n\n", 1)[0]
+    args = shlex.split(recipe.replace("\\\n", " ").replace("$$", "$").split("dvc exp show", 1)[1])
+    args = [a for a in args if not a.startswith("$(")]
+    header = run([str(VENV_BIN / "dvc"), "exp", "show", *args, "--csv"], repo).stdout.splitlines()[0].split(",")
+    shown = [c for c in header if c not in ("rev", "typ", "parent")]  # --csv's own bookkeeping columns
+    assert {"test.accuracy", "val.accuracy", "device", "device_name", "precision"} <= set(shown)
+    assert len(shown) <= 25 and not any("/" in c for c in shown), shown
 
 
 def test_second_repro_runs_nothing(repo):

@@ -100,6 +100,15 @@ def test_dvc_yaml_outputs_are_the_paths_module():
     assert outs - named == set(), "outputs in dvc.yaml that handsigns.paths does not name"
     metrics = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["metrics"])
     assert metrics == {p.as_posix() for p in (*paths.QUALITY_METRICS, paths.RUNTIME)}
+    uncached = {
+        path
+        for spec in dvc_stages().values()
+        for o in spec["outs"]
+        if isinstance(o, dict)
+        for path, opts in o.items()
+        if opts.get("cache") is False
+    }
+    assert uncached == set(paths.posix(paths.COMMITTED_OUTPUTS))
 
 
 def test_no_output_path_is_spelled_outside_paths():

@@ -26,41 +26,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from handsigns.compare import report
 
-    text = report(args.base, Path(args.out), plots=not args.no_plots)
+    text = report(args.base, Path(args.out), plots=not args.no_plots, artifact_url=args.artifact_url)
     print(text, end="")
     print(f"(written to {args.out})", file=sys.stderr)
     return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from handsigns.gate import QUALITY_FILES, committed_at, max_drop_at, run_gate
-    from handsigns.vcs import reproduce, require_rev, run_dvc
+    from handsigns.gate import run
 
-    require_rev(args.base)
-    max_drop = args.max_drop if args.max_drop is not None else max_drop_at(args.base)
-    base = committed_at(args.base)  # read before a long reproduction: a missing baseline is one clear error
-    committed = committed_at("HEAD") if args.exact else None
-    if args.reproduce:
-        reproduce()
-    problems, notes = run_gate(base, committed, max_drop)
-    table = run_dvc(["metrics", "diff", args.base, "--md", "--targets", *QUALITY_FILES])
-    print(table if len(table.splitlines()) > 2 else f"dvc metrics diff {args.base}: no quality metric changed")
-    for note in notes:
-        print(f"gate: note: {note}")
-    for problem in problems:
-        print(f"gate: FAIL: {problem}", file=sys.stderr)
-    if not problems:
-        exact = (
-            (
-                ", HEAD's committed run reproduced exactly"
-                if not notes
-                else f", HEAD's committed val/test accuracy reproduced within {max_drop:g}"
-            )
-            if args.exact
-            else ""
-        )
-        print(f"gate: pass (val/test accuracy within {max_drop:g} of {args.base}{exact})")
-    return 1 if problems else 0
+    return run(args.base, args.max_drop, args.exact, args.reproduce)
 
 
 def _fraction(text: str) -> float:
@@ -106,23 +81,31 @@ def parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=_serve)
     cp = sub.add_parser(
         "compare",
-        help="markdown report: params, metrics and plots of a base rev vs the workspace",
-        description="Write one markdown report comparing a base git revision with the workspace: "
-        "params diff, quality and runtime metrics diff, and the plots diff (HTML "
-        "beside the report). Usable as a pull-request comment.",
+        help="markdown report (a PR comment): params, metrics, curves and predictions of a base rev vs the workspace",
+        description="Write one markdown report comparing a base git revision with the workspace, made to be "
+        "a pull-request comment on github.com (no relative links or images): test/val accuracy, "
+        "the params and quality-metrics diffs (or 'no change'), timings and the machine "
+        "fingerprint's deciding keys where they differ, val accuracy and loss per epoch as Mermaid "
+        "charts, the test confusion matrix and the test images whose prediction changed. "
+        "`dvc plots diff`'s HTML is written beside the report and named in it.",
     )
     cp.add_argument("--base", default="main", help="git revision to compare against (default: %(default)s)")
     cp.add_argument("--out", default="reports/compare.md", help="markdown file to write (default: %(default)s)")
     cp.add_argument("--no-plots", action="store_true", help="skip `dvc plots diff`")
+    cp.add_argument(
+        "--artifact-url",
+        metavar="URL",
+        help="absolute http(s) URL of the uploaded reports (e.g. the CI run's artifact), linked from the report",
+    )
     cp.set_defaults(func=_compare)
     gp = sub.add_parser(
         "gate",
-        help="fail when accuracy dropped against a base rev's committed metrics",
-        description="Metric regression gate: (with --reproduce, run `dvc repro` first), print "
-        "`dvc metrics diff BASE`, then exit 1 when val or test accuracy dropped by "
-        "more than ci.max_accuracy_drop (BASE's params.yaml) against BASE, or, with "
-        "--exact, when any quality metric or any output hash in dvc.lock (runtime "
-        "figures aside) differs from what HEAD commits.",
+        help="fail when held-out accuracy dropped against a base rev's committed run",
+        description="Metric regression gate (with --reproduce, every stage runs first): print `dvc metrics diff "
+        "BASE`, then exit 1 when held-out (val + test) accuracy dropped against BASE's committed predictions by "
+        "more than ci.max_accuracy_drop and a paired sign test puts the chance of noise below ci.significance "
+        "(both from BASE's params.yaml); with --exact, also when HEAD's committed run does not reproduce: byte "
+        "for byte on its machine class, within the same rule elsewhere. Rules: docs/comparing-runs.md.",
     )
     gp.add_argument("--base", default="main", help="git revision with the baseline metrics (default: %(default)s)")
     gp.add_argument(
@@ -134,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
     gp.add_argument(
         "--exact",
         action="store_true",
-        help="also require HEAD's committed quality metrics and dvc.lock output hashes exactly",
+        help="also require HEAD's committed run to reproduce (its dvc.lock to record its own code and params)",
     )
     gp.add_argument(
         "--reproduce",

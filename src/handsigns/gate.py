@@ -1,214 +1,281 @@
-"""``handsigns gate``: the metric regression gate of CI.
+"""``handsigns gate``: the metric regression gate of CI, its checks and its I/O.
 
-Holds the workspace's run to committed ones: val/test accuracy may not drop by more than
-``ci.max_accuracy_drop`` against a base revision; with ``--exact`` the run must also reproduce what HEAD
-commits (to the byte on the committed run's machine and software, else within the same threshold). The rules,
-written once, with examples: docs/comparing-runs.md, "The regression gate".
+Two questions, each answered on the held-out images (val and test together), paired image by image:
+
+- **Regression**: is the workspace's run worse than the base revision's committed run? It fails when held-out
+  accuracy dropped by more than ``ci.max_accuracy_drop`` *and* a one-sided sign test on the images one run got
+  right and the other wrong says noise loses that many less often than ``ci.significance``. Another machine, a
+  thread count or bf16 against fp32 moves a run as much as another seed does; the test tells that apart from
+  a real regression on a data set of any size. Both thresholds come from the base's params.yaml.
+- **Reproduction** (``--exact``): does HEAD's committed run reproduce? HEAD's dvc.lock must record the code and
+  params it was made from (``dvc status``). On the committed run's machine class (the fingerprint's deciding
+  keys) every quality metric and output must come out byte for byte (``dvc metrics diff``, ``dvc diff``);
+  elsewhere HEAD's committed figures are held to the same two-sided rule as a regression, either way.
+
+The rules and their measured basis: docs/comparing-runs.md, "The regression gate".
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from handsigns.compare import read_predictions
 from handsigns.errors import UserError
 from handsigns.params import load, parse_params
 from handsigns.params.ci import CIParams
-from handsigns.paths import EVAL_METRICS, FINGERPRINT, QUALITY_METRICS, RUNTIME_FILES, posix
-from handsigns.runtime import DECIDING_KEYS
-from handsigns.vcs import show
+from handsigns.paths import COMMITTED_OUTPUTS, EVAL_DETAILS, FINGERPRINT, QUALITY_METRICS, RUNTIME_FILES, posix
+from handsigns.runtime import class_changes
+from handsigns.vcs import changed_files, reproduce, require_rev, run_dvc, show
 
 QUALITY_FILES = posix(QUALITY_METRICS)
-EVAL_FILE, FINGERPRINT_FILE = EVAL_METRICS.as_posix(), FINGERPRINT.as_posix()
-# Outputs that describe how a run went, not what it computed: their hashes differ from run to run or machine to
-# machine (seconds; CPU model, kernel version), so the exact check leaves them out.
+# Outputs that describe how a run went, not what it computed: their bytes differ from run to run or machine to
+# machine (seconds; CPU model), so the byte-for-byte check leaves them out.
 UNGATED_OUTS = posix(RUNTIME_FILES)
-GATED = ("val.accuracy", "test.accuracy")
+HELD_OUT = ("val", "test")  # the splits training never fits; val picks the epoch, so it is a little optimistic
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
+def predictions_file(split: str) -> str:
+    return (EVAL_DETAILS / f"predictions_{split}.csv").as_posix()
 
 
-def at_rev(rev: str, path: str) -> dict[str, Any] | None:
-    text = show(rev, path)
-    return None if text is None else flatten(json.loads(text))
+# ------------------------------------------------------------------------------------------------ statistics
 
 
-def in_workspace(path: str) -> dict[str, Any] | None:
-    p = Path(path)
-    return flatten(json.loads(p.read_text())) if p.exists() else None
+def sign_test(lost: int, gained: int) -> float:
+    """One-sided exact sign test (McNemar's exact test): the chance that, of ``lost + gained`` images on which two
+    equally good runs disagree, the second run loses ``lost`` or more. Each disagreement goes either way with
+    probability 1/2 when the runs are exchangeable, as two seeds or two machines are."""
+    n = lost + gained
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
 
 
-def committed_at(rev: str) -> dict[str, dict | None]:
-    found = {p: at_rev(rev, p) for p in QUALITY_FILES}
-    if found[EVAL_FILE] is None:
-        raise UserError(
-            f"no {EVAL_FILE} committed at {rev!r}: nothing to gate against; commit a run's "
-            "metrics/ and dvc.lock there first"
+@dataclass(frozen=True)
+class Paired:
+    """Two runs' predictions on the images both scored (same path, same label)."""
+
+    images: int
+    ref_right: int  # the reference run (the base's, or HEAD's committed one)
+    run_right: int  # the workspace's run
+    lost: int  # right in the reference, wrong in the run
+    gained: int  # wrong in the reference, right in the run
+    unpaired: int  # images only one of the two scored
+
+    @property
+    def change(self) -> float:
+        """Held-out accuracy of the run minus the reference's, on the paired images."""
+        return (self.run_right - self.ref_right) / self.images if self.images else 0.0
+
+    def p_worse(self) -> float:
+        return sign_test(self.lost, self.gained)
+
+    def p_different(self) -> float:
+        return min(1.0, 2 * min(sign_test(self.lost, self.gained), sign_test(self.gained, self.lost)))
+
+    def describe(self, ref: str) -> str:
+        if not self.images:
+            return f"no held-out image in common with {ref}"
+        acc = f"{self.ref_right / self.images:.4f} -> {self.run_right / self.images:.4f}"
+        left = f"; {self.unpaired} scored by one run only, left out" if self.unpaired else ""
+        return (
+            f"held-out accuracy against {ref} {acc} on {self.images} paired images (val + test): "
+            f"{self.lost} lost, {self.gained} gained{left}"
         )
-    return found
 
 
-def max_drop_at(rev: str) -> float:
-    """``ci.max_accuracy_drop`` as params.yaml at ``rev`` sets it (the default when it has no ``ci`` section)."""
-    return load(CIParams, raw=parse_params(show(rev, "params.yaml") or "", f"params.yaml at {rev}")).max_accuracy_drop
-
-
-# ------------------------------------------------------------------------------------------------ dvc.lock
-
-
-def _stages(lock_text: str | None) -> dict[str, Any]:
-    return (yaml.safe_load(lock_text or "") or {}).get("stages") or {}
-
-
-def lock_outs(lock_text: str | None) -> dict[str, str]:
-    """``stage:path`` -> recorded hash of every output."""
-    return {
-        f"{name}:{out['path']}": str(out.get("md5") or out.get("etag") or out.get("checksum"))
-        for name, stage in _stages(lock_text).items()
-        for out in stage.get("outs") or []
-    }
-
-
-def lock_inputs(lock_text: str | None) -> dict[str, str]:
-    """What the recorded run was made from: ``stage:path`` -> hash of every dependency that no stage makes
-    (code, params.yaml's files), and ``stage:file:key`` -> every param value."""
-    stages = _stages(lock_text)
-    made = {out["path"] for stage in stages.values() for out in stage.get("outs") or []}
-    found = {}
-    for name, stage in stages.items():
-        for dep in stage.get("deps") or []:
-            if dep["path"] not in made:
-                found[f"{name}:{dep['path']}"] = str(dep.get("md5") or dep.get("etag") or dep.get("checksum"))
-        for file, values in (stage.get("params") or {}).items():
-            for key, value in flatten(values).items():
-                found[f"{name}:{file}:{key}"] = json.dumps(value, sort_keys=True)
-    return found
-
-
-# ---------------------------------------------------------------------------------------------- checks
-
-
-def check_drop(base: dict[str, dict | None], current: dict[str, dict | None], max_drop: float) -> list[str]:
-    """Val/test accuracy of ``current`` against ``base`` (file -> flattened metrics)."""
-    problems = []
-    eval_base, eval_now = base.get(EVAL_FILE) or {}, current.get(EVAL_FILE) or {}
-    for key in GATED:
-        if key not in eval_now or key not in eval_base:
-            where = "the workspace's" if key not in eval_now else "the base's"
-            problems.append(f"{key} missing from {where} {EVAL_FILE}")
-            continue
-        drop = eval_base[key] - eval_now[key]
-        if not drop <= max_drop + 1e-12:  # `not <=`: a NaN accuracy fails too
-            problems.append(
-                f"{key} dropped by {drop:.4f} ({eval_base[key]:.4f} -> {eval_now[key]:.4f}), more than "
-                f"ci.max_accuracy_drop = {max_drop:g}"
-            )
-    return problems
-
-
-def check_same(committed: dict[str, dict | None], current: dict[str, dict | None]) -> list[str]:
-    """Every quality metric of ``current`` equals HEAD's."""
-    problems = []
-    for path in QUALITY_FILES:
-        b, c = committed.get(path), current.get(path)
-        if b is None:
-            if c is not None:
-                problems.append(f"{path} is not committed at HEAD; commit the run's metrics/ with its dvc.lock")
-            continue
-        changed = sorted(k for k in set(b) | set(c or {}) if (c or {}).get(k) != b.get(k))
-        if changed:
-            problems.append(f"{path} does not reproduce the committed figures: {_some(changed)}")
-    return problems
-
-
-def check_close(committed: dict[str, dict | None], current: dict[str, dict | None], tolerance: float) -> list[str]:
-    """HEAD's val/test accuracy within ``tolerance`` of ``current``'s, either way (a run elsewhere)."""
-    problems = []
-    eval_head, eval_now = committed.get(EVAL_FILE) or {}, current.get(EVAL_FILE) or {}
-    for key in GATED:
-        head, now = eval_head.get(key, math.nan), eval_now.get(key, math.nan)
-        if not abs(head - now) <= tolerance + 1e-12:
-            problems.append(
-                f"HEAD's committed {key} {head:.4f} is not reproduced: this run gives {now:.4f} "
-                f"(allowed difference {tolerance:g} on other hardware or software)"
-            )
-    return problems
-
-
-def check_lock_inputs(committed: dict[str, str], current: dict[str, str]) -> list[str]:
-    """HEAD's dvc.lock records the code and params this run was made from."""
-    changed = sorted(k for k in set(committed) | set(current) if committed.get(k) != current.get(k))
-    return (
-        [
-            f"dvc.lock at HEAD records other code or params than HEAD's own (was a run committed after the last "
-            f"change?): {_some(changed)}"
-        ]
-        if changed
-        else []
+def pair(ref: dict[str, tuple[str, str]], run: dict[str, tuple[str, str]]) -> Paired:
+    """``ref``/``run``: image path -> (actual, predicted)."""
+    common = [p for p in ref if p in run and ref[p][0] == run[p][0]]
+    right = {p: (ref[p][0] == ref[p][1], run[p][0] == run[p][1]) for p in common}
+    return Paired(
+        images=len(common),
+        ref_right=sum(r for r, _ in right.values()),
+        run_right=sum(w for _, w in right.values()),
+        lost=sum(r and not w for r, w in right.values()),
+        gained=sum(w and not r for r, w in right.values()),
+        unpaired=len(set(ref) | set(run)) - len(common),
     )
 
 
-def check_lock_outs(committed: dict[str, str], current: dict[str, str]) -> list[str]:
-    """Outputs whose hash in the workspace's dvc.lock differs from HEAD's (runtime files excepted)."""
-    changed = sorted(
-        k
-        for k in set(committed) | set(current)
-        if k.split(":", 1)[1] not in UNGATED_OUTS and committed.get(k) != current.get(k)
-    )
-    return [f"dvc.lock: outputs differ from the committed run: {_some(changed)}"] if changed else []
+@dataclass(frozen=True)
+class Rule:
+    """``ci`` params: a held-out accuracy change fails only when it is both larger than ``max_drop`` and less
+    likely than ``significance`` to be noise."""
+
+    max_drop: float
+    significance: float
+
+    def regression(self, paired: Paired, base: str) -> list[str]:
+        p = paired.p_worse()
+        if paired.images and -paired.change > self.max_drop + 1e-12 and p < self.significance:
+            return [
+                f"{paired.describe(base)}: a drop of {-paired.change:.4f}, more than ci.max_accuracy_drop = "
+                f"{self.max_drop:g}, and noise loses this many with p = {p:.2g}, below ci.significance = "
+                f"{self.significance:g}"
+            ]
+        return []
+
+    def reproduction(self, paired: Paired) -> list[str]:
+        p = paired.p_different()
+        if paired.images and abs(paired.change) > self.max_drop + 1e-12 and p < self.significance:
+            return [
+                f"HEAD's committed run is not reproduced on this machine: {paired.describe('it')}: "
+                f"{abs(paired.change):.4f} apart, more than ci.max_accuracy_drop = {self.max_drop:g}, with "
+                f"p = {p:.2g} (two-sided), below ci.significance = {self.significance:g}"
+            ]
+        return []
+
+
+def rule_at(rev: str, max_drop: float | None = None) -> Rule:
+    """The ``ci`` params of params.yaml at ``rev`` (defaults where it has no ``ci`` section): a change cannot
+    loosen its own gate. ``max_drop`` overrides ``ci.max_accuracy_drop``."""
+    ci = load(CIParams, raw=parse_params(show(rev, "params.yaml") or "", f"params.yaml at {rev}"))
+    return Rule(ci.max_accuracy_drop if max_drop is None else max_drop, ci.significance)
+
+
+# ---------------------------------------------------------------------------------------------------- I/O
+
+
+def predictions_at(rev: str) -> dict[str, tuple[str, str]]:
+    """Every held-out image's (actual, predicted) committed at ``rev``."""
+    found: dict[str, tuple[str, str]] = {}
+    for split in HELD_OUT:
+        text = show(rev, predictions_file(split))
+        if text is None:
+            raise UserError(
+                f"no {predictions_file(split)} committed at {rev!r}: nothing to gate against; commit a run's "
+                "metrics/ and dvc.lock there first"
+            )
+        found.update(read_predictions(text))
+    return found
+
+
+def predictions_in_workspace() -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for split in HELD_OUT:
+        path = Path(predictions_file(split))
+        if not path.exists():
+            raise UserError(
+                f"{path} not found in the workspace; reproduce the pipeline first (dvc repro, or "
+                "handsigns gate --reproduce)"
+            )
+        found.update(read_predictions(path.read_text()))
+    return found
+
+
+def stale_lock() -> list[str]:
+    """Stage dependencies whose hash or value dvc.lock records is not the workspace's (``dvc status``): code,
+    params, and outputs git carries. Outputs of earlier stages that are not there yet (a clean clone) are left
+    out: the reproduction makes them."""
+    found = []
+    for stage, entries in json.loads(run_dvc(["status", "--json"]) or "{}").items():
+        for entry in entries if isinstance(entries, list) else []:
+            for path, state in (entry.get("changed deps") or {}).items():
+                if isinstance(state, dict):  # a params file: key -> modified / new / deleted
+                    found += [f"{stage}:{path}:{key}" for key in state]
+                elif state != "deleted":
+                    found.append(f"{stage}:{path}")
+    return sorted(found)
+
+
+def changed_metrics(rev: str) -> dict[str, list[str]]:
+    """Quality metric file -> the metrics whose workspace value is not ``rev``'s (``dvc metrics diff``)."""
+    diff = json.loads(run_dvc(["metrics", "diff", rev, "--json", "--targets", *QUALITY_FILES]) or "{}")
+    return {path: sorted(metrics) for path, metrics in diff.items() if metrics}
+
+
+def changed_outputs() -> list[str]:
+    """Outputs that differ from HEAD's, runtime files aside: those in DVC's cache as ``dvc diff`` sees them
+    (models, data), those git carries as ``git status`` does (``dvc diff`` skips ``cache: false`` outputs)."""
+    diff = json.loads(run_dvc(["diff", "HEAD", "--json"]) or "{}")
+    cached = [e["path"] for kind in ("added", "deleted", "modified") for e in diff.get(kind, [])]
+    committed = changed_files([p for p in posix(COMMITTED_OUTPUTS) if p not in UNGATED_OUTS])
+    return sorted({p for p in cached if not p.endswith("/")} | set(committed))
+
+
+def fingerprint_at(rev: str) -> dict[str, Any] | None:
+    text = show(rev, FINGERPRINT.as_posix())
+    return None if text is None else json.loads(text)
 
 
 def fingerprint_changes(committed: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
-    """How the machine/software of the workspace's run differs from the committed run's (fingerprint.json)."""
-    if not committed or not current:
-        return []
-    return [
-        f"{k} {committed.get(k)!r} -> {current.get(k)!r}" for k in DECIDING_KEYS if committed.get(k) != current.get(k)
-    ]
+    """How the machine/software of the workspace's run differs from the committed run's. Nothing committed to
+    compare with: none, so the check stays byte for byte."""
+    before, after = committed or {}, current or {}
+    return [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in class_changes(committed, current)]
 
 
 def _some(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-# ------------------------------------------------------------------------------------------------- run
+# ---------------------------------------------------------------------------------------------------- run
 
 
-def run_gate(
-    base: dict[str, dict | None], committed: dict[str, dict | None] | None, max_drop: float
-) -> tuple[list[str], list[str]]:
-    """(reasons to fail, notes) for the workspace's run. ``base``: :func:`committed_at` of the base revision;
-    ``committed``: that of HEAD, for the exact check (None: no exact check)."""
-    current = {p: in_workspace(p) for p in QUALITY_FILES}
-    if current[EVAL_FILE] is None:
-        raise UserError(
-            f"{EVAL_FILE} not found in the workspace; reproduce the pipeline first (dvc repro, "
-            "or handsigns gate --reproduce)"
+def check_reproduction(rule: Rule, committed: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the workspace's fresh run against HEAD's committed one (``committed``: its
+    predictions)."""
+    current = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
+    moved = fingerprint_changes(fingerprint_at("HEAD"), current)
+    if moved:
+        note = (
+            f"not the committed run's machine class ({_some(moved, 3)}): its last bits differ, so HEAD's committed "
+            "predictions are held to the regression rule, either way, instead of byte equality"
         )
-    problems, notes = check_drop(base, current, max_drop), []
-    if committed is not None:
-        head_lock = show("HEAD", "dvc.lock")
-        work_lock = Path("dvc.lock").read_text() if Path("dvc.lock").exists() else None
-        problems += check_lock_inputs(lock_inputs(head_lock), lock_inputs(work_lock))
-        moved = fingerprint_changes(at_rev("HEAD", FINGERPRINT_FILE), in_workspace(FINGERPRINT_FILE))
-        if moved:
-            notes.append(
-                f"not the committed run's machine or software ({_some(moved, 3)}): its last bits may "
-                f"differ, so HEAD's val/test accuracy is held to within {max_drop:g} of this run instead "
-                "of byte equality"
+        return rule.reproduction(pair(committed, predictions_in_workspace())), [note]
+    problems = [
+        f"{path} does not reproduce the committed figures: {_some(metrics)}"
+        for path, metrics in changed_metrics("HEAD").items()
+    ]
+    outs = changed_outputs()
+    if outs:
+        problems.append(f"outputs differ from HEAD's committed run: {_some(outs)}")
+    return problems, []
+
+
+def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -> int:
+    """``handsigns gate``: print what it checked; 0 when it passes, 1 when it fails."""
+    require_rev(base)
+    rule = rule_at(base, max_drop)
+    # Read before a long reproduction: a missing baseline is one error, at once.
+    base_predictions = predictions_at(base)
+    head_predictions = predictions_at("HEAD") if exact else None
+    problems: list[str] = []
+    if exact:
+        stale = stale_lock()
+        if stale:
+            problems.append(
+                f"dvc.lock at HEAD records other code, params or outputs than HEAD's own (was a run committed "
+                f"after the last change?): {_some(stale)}"
             )
-            problems += check_close(committed, current, max_drop)
-        else:
-            problems += check_same(committed, current) + check_lock_outs(lock_outs(head_lock), lock_outs(work_lock))
-    return problems, notes
+    if reproduce_first:
+        reproduce()
+    paired = pair(base_predictions, predictions_in_workspace())
+    table = run_dvc(["metrics", "diff", base, "--md", "--targets", *QUALITY_FILES])
+    print(table if len(table.splitlines()) > 2 else f"dvc metrics diff {base}: no quality metric changed")
+    print(f"gate: {paired.describe(base)} (p = {paired.p_worse():.2g} that noise loses as many)")
+    problems += rule.regression(paired, base)
+    notes = []
+    if head_predictions is not None:
+        found, notes = check_reproduction(rule, head_predictions)
+        problems += found
+    for note in notes:
+        print(f"gate: note: {note}")
+    for problem in problems:
+        print(f"gate: FAIL: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    held = (
+        (" and HEAD's committed run reproduced exactly" if not notes else " and HEAD's committed run within noise")
+        if exact
+        else ""
+    )
+    print(
+        f"gate: pass (no held-out accuracy drop beyond ci.max_accuracy_drop = {rule.max_drop:g} at "
+        f"ci.significance = {rule.significance:g} against {base}{held})"
+    )
+    return 0

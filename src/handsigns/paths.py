@@ -43,6 +43,17 @@ CARD = MODELS / "model.json"
 # What a run computed (byte-identical on the same machine and software) and how it went (differs run to run).
 QUALITY_METRICS = (DATA_METRICS, TRAIN_METRICS, EVAL_METRICS)
 RUNTIME_FILES = (RUNTIME, FINGERPRINT)
+# The outputs git carries (``cache: false`` in dvc.yaml): a clone holds them without DVC's cache.
+COMMITTED_OUTPUTS = (
+    PROVENANCE,
+    DATA_METRICS,
+    SPLIT_DETAILS,
+    TRAIN_METRICS,
+    *RUNTIME_FILES,
+    CURVES,
+    EVAL_METRICS,
+    EVAL_DETAILS,
+)
 
 
 def posix(paths: tuple[Path, ...]) -> list[str]:

@@ -28,6 +28,14 @@ DECIDING_KEYS = (
 LIBRARIES = ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
 
 
+def class_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """The deciding keys on which two fingerprints differ: none when the runs are of one machine class (same
+    bytes), or when either fingerprint is missing."""
+    if not before or not after:
+        return []
+    return [k for k in DECIDING_KEYS if before.get(k) != after.get(k)]
+
+
 def claim_gpu(count: int, lock_dir: Path | None = None) -> int:
     """The index of a GPU no other run on this machine holds, held until this process exits (an advisory lock
     file per GPU; the kernel releases it however the process ends). ``dvc queue start -j N`` runs N experiments
@@ -165,6 +173,18 @@ def _library_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def machine_names(info: dict[str, Any]) -> dict[str, str]:
+    """The three short strings that name a run's machine in ``dvc exp show`` (metrics/runtime.json) from its
+    fingerprint: device type, device model ("AMD EPYC 7B13", "Intel Xeon Platinum 8480C", "NVIDIA H200") and
+    precision."""
+    name = re.sub(r"\((R|TM)\)|\bCPU\b.*|\b(\d+-Core )?Processor\b", "", str(info["device_name"]))
+    return {
+        "device": str(info["device"]).split(":")[0],
+        "device_name": " ".join(name.split()),
+        "precision": str(info["precision"]),
+    }
 
 
 def fingerprint(device: torch.device, precision: str) -> dict[str, Any]:

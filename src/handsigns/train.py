@@ -34,6 +34,7 @@ from handsigns.runtime import (
     autocast,
     channels_last,
     fingerprint,
+    machine_names,
     resolve_device,
     resolve_precision,
     seed_everything,
@@ -458,6 +459,7 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
         with contextlib.suppress(OSError):
             resume_path.parent.rmdir()
     seconds = seconds_before + time.perf_counter() - started
+    machine = fingerprint(device, precision)
     return {
         "quality": {"best_epoch": best["epoch"], "epochs_run": epochs_run},
         "best": {"accuracy": best["accuracy"], "loss": best["loss"]},
@@ -465,6 +467,7 @@ def _fit(recipe, classes, train, val, live, best_path, resume_path, world, devic
             "train_seconds": round(seconds, 3),
             "train_images_per_s": round(epochs_run * len(train) / seconds, 1),
             "world_size": world.size,
+            **machine_names(machine),
         },
-        "fingerprint": fingerprint(device, precision),
+        "fingerprint": machine,
     }

@@ -17,6 +17,17 @@ def show(rev: str, path: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def changed_files(paths: list[str]) -> list[str]:
+    """Files under ``paths`` that differ from HEAD in the workspace: modified, deleted or new."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--no-renames", "--", *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(line[3:] for line in proc.stdout.splitlines())
+
+
 def require_rev(rev: str) -> None:
     """A UserError unless ``rev`` names a commit of this repository."""
     found = (

@@ -13,3 +13,4 @@ class CIParams:
     SECTION: ClassVar[str] = "ci"
 
     max_accuracy_drop: float = knob(0.01, lo=0, hi=1)
+    significance: float = knob(0.01, lo=0, hi=1, lo_open=True)
