@@ -56,7 +56,7 @@ endif
 # The experiments of HEAD side by side, readable at 200 columns: the headline metrics, the params that differ and
 # the machine of each row (device, its model, precision); file hashes left out. More: make exps EXPS_ARGS=-A
 exps: $(STAMP)
-	$(BIN)/dvc exp show --no-pager --only-changed --precision 4 --drop '/|^train_images_per_s$$' \
+	$(BIN)/dvc exp show --no-pager --only-changed --precision 4 --drop '.*/|train_images_per_s$$|.*loss$$|.*macro_f1$$' \
 		--keep '^(test\.accuracy|val\.accuracy|train_seconds|device|device_name|precision)$$' $(EXPS_ARGS)
 
 # `make test`, the edit-and-test loop (under a minute): every test not marked slow or e2e. `make test-all` (what
