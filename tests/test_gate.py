@@ -142,6 +142,22 @@ def test_a_regression_branch_fails_on_both_sides_of_bf16(clone, bf16):
     assert "train:params.yaml:lr" in proc.stderr  # and the stale dvc.lock
 
 
+def test_an_unchanged_main_trained_by_two_processes_passes_without_native_bf16(project):
+    """`nproc: 2` (torchrun, gloo): committed with native bf16, reproduced in fp32, held to the rule."""
+    repo = project.parent / "two-processes"
+    run(["git", "clone", "-q", str(project), str(repo)], project.parent)
+    for cmd in (["git", "config", "user.email", "t@example.invalid"], ["git", "config", "user.name", "t"]):
+        run(cmd, repo)
+    set_params(repo, nproc=2)
+    env = {**project_env(), "FORCE_NATIVE_BF16": "1", "PYTHONPATH": str(project.parent / "site")}
+    subprocess.run([DVC, "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True)
+    assert json.loads((repo / "metrics/runtime.json").read_text())["world_size"] == 2
+    commit(repo, "two processes, run committed")
+    proc = gate(repo, "--reproduce", "--exact", bf16="0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "precision 'bf16' -> 'fp32'" in proc.stdout and "HEAD's committed run within noise" in proc.stdout
+
+
 def test_forged_metrics_recorded_with_dvc_commit_do_not_reproduce(workspace):
     forged = json.loads((workspace / "metrics/eval.json").read_text())
     forged["test"]["macro_f1"] = 0.123

@@ -39,8 +39,11 @@ def test_train_writes_quality_speed_and_fingerprint_apart(project):
     fingerprint = json.loads((project / "metrics/fingerprint.json").read_text())
     assert quality.keys() == {"best_epoch", "epochs_run"}  # timings never pollute quality metrics
     assert quality["epochs_run"] == 2 and 1 <= quality["best_epoch"] <= 2
-    assert runtime.keys() == {"train_seconds", "train_images_per_s", "world_size"}  # DVC metrics: numbers only
+    # DVC metrics: the timings and the machine's three short names (`dvc exp show` tells rows apart by them)
+    assert runtime.keys() == {"train_seconds", "train_images_per_s", "world_size", "device", "device_name", "precision"}
     assert runtime["world_size"] == 1
+    assert runtime["device"] == "cpu" and runtime["precision"] == fingerprint["precision"]
+    assert runtime["device_name"] and "(R)" not in runtime["device_name"]
     assert runtime["train_images_per_s"] > 0
     assert {"device_name", "torch", "cuda", "precision", "cpu_capability", "torch_threads"} <= set(fingerprint)
     ckpt = torch.load(project / "models/best.pt", weights_only=True)

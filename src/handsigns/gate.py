@@ -9,8 +9,9 @@ Two questions, each answered on the held-out images (val and test together), pai
   a real regression on a data set of any size. Both thresholds come from the base's params.yaml.
 - **Reproduction** (``--exact``): does HEAD's committed run reproduce? HEAD's dvc.lock must record the code and
   params it was made from (``dvc status``). On the committed run's machine class (the fingerprint's deciding
-  keys) every quality metric and output must come out byte for byte (``dvc metrics diff``, ``dvc diff``);
-  elsewhere HEAD's committed figures are held to the same two-sided rule as a regression, either way.
+  keys) every quality metric and output must come out byte for byte (``dvc metrics diff``; ``dvc diff`` for
+  outputs in DVC's cache, ``git status`` for those git carries); elsewhere HEAD's committed figures are held to
+  the same rule as a regression, two-sided.
 
 The rules and their measured basis: docs/comparing-runs.md, "The regression gate".
 """
