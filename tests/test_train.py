@@ -9,7 +9,7 @@ from handsigns.errors import UserError
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
-from handsigns.runtime import resolve_precision
+from handsigns.runtime import machine_names, resolve_precision
 from handsigns.train import batch_bounds, fit, make_optimizer, make_scheduler, plan_epochs
 
 from conftest import TINY
@@ -111,6 +111,20 @@ class StopAt:
     def next_step(self):
         if self.step == self.stop:
             raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("device", "name", "short"),
+    [
+        ("cpu", "Intel(R) Xeon(R) Platinum 8480C", "Intel Xeon Platinum 8480C"),
+        ("cpu", "AMD EPYC 7B13 64-Core Processor", "AMD EPYC 7B13"),
+        ("cpu", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", "Intel Core i7-8650U"),
+        ("cuda:1", "NVIDIA H200", "NVIDIA H200"),
+    ],
+)
+def test_the_machine_is_named_in_three_short_strings(device, name, short):
+    names = machine_names({"device": device, "device_name": name, "precision": "bf16", "torch": "2.14.1"})
+    assert names == {"device": device.split(":")[0], "device_name": short, "precision": "bf16"}
 
 
 def test_an_interrupted_fit_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path, capsys):
