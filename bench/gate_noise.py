@@ -13,25 +13,16 @@ machine its metrics/fingerprint.json names): held-out images lost and gained, th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import ROOT, make_workdir, run_stage
+from seeds import ROOT, run_seed
 
 from handsigns import gate
-from handsigns.compare import read_predictions
-from handsigns.params import load
-from handsigns.params.ci import CIParams
-
-
-def predictions(workdir: Path) -> dict[str, tuple[str, str]]:
-    found: dict[str, tuple[str, str]] = {}
-    for split in gate.HELD_OUT:
-        found.update(read_predictions((workdir / gate.predictions_file(split)).read_text()))
-    return found
 
 
 def row(name: str, paired: gate.Paired, rule: gate.Rule) -> str:
@@ -49,22 +40,21 @@ def main() -> None:
     args = ap.parse_args()
     if not (ROOT / "data/index/train.csv").exists():
         raise SystemExit("error: data/index not found; run `dvc repro split` first")
-    ci = load(CIParams, ROOT / "params.yaml")
-    rule = gate.Rule(ci.max_accuracy_drop, ci.significance)
+    rule = gate.rule_at("HEAD")  # the gate's own thresholds
     runs: dict[str, dict[str, tuple[str, str]]] = {}
     with tempfile.TemporaryDirectory(prefix="handsigns-gate-noise-") as tmp:
         for seed in args.seeds:
-            workdir = make_workdir(Path(tmp) / f"seed{seed}", [*args.overrides, f"seed={seed}"])
-            for stage in ("train", "evaluate"):
-                run_stage(workdir, stage)
-            runs[f"seed {seed}"] = predictions(workdir)
+            workdir = Path(tmp) / f"seed{seed}"
+            run_seed(seed, args.overrides, workdir)  # train + evaluate in workdir
+            with contextlib.chdir(workdir):
+                runs[f"seed {seed}"] = gate.held_out_predictions(None)
             print(f"seed {seed}: done", file=sys.stderr, flush=True)
     committed = gate.fingerprint_at("HEAD") or {}
-    head = f"HEAD ({committed.get('device_name')}, {committed.get('precision')}, seed 0)"
+    head = f"HEAD's run ({committed.get('device_name')}, {committed.get('precision')})"
     print(f"overrides: {' '.join(args.overrides) or '(none: params.yaml as committed)'}; ci: {rule}\n")
     print("| run against reference | reference right | run right | lost | gained | change | p | gate |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
-    reference = gate.predictions_at("HEAD")
+    reference = gate.held_out_predictions("HEAD")
     for name, found in runs.items():
         print(row(f"{name} against {head}", gate.pair(reference, found), rule))
     for (a, pa), (b, pb) in itertools.permutations(runs.items(), 2):

@@ -1,5 +1,6 @@
 """The gate's rules in process, on hand-made predictions (the CLI on git repositories: test_gate.py)."""
 
+import json
 import math
 
 import pytest
@@ -77,3 +78,19 @@ def test_fingerprint_changes_name_only_the_deciding_keys():
     assert gate.fingerprint_changes(committed, {**committed, "cpu_cores": 64, "platform": "Linux-6.9"}) == []
     assert gate.fingerprint_changes(committed, {**committed, "torch_threads": 16}) == ["torch_threads 2 -> 16"]
     assert gate.fingerprint_changes(None, committed) == []  # nothing committed: the exact check stays strict
+
+
+def test_stale_lock_names_changed_code_params_and_commands_not_missing_outputs(monkeypatch):
+    # `dvc status --json` as DVC 3 prints it: a clean clone lacks data/index (made by split, not an input); a
+    # params change, a code change and an edited command are stale records.
+    status = {
+        "split": [{"changed outs": {"data/index": "deleted"}}],
+        "train": [{"changed deps": {"data/index": "deleted", "src/handsigns/train.py": "modified"}}],
+        "evaluate": [{"changed deps": {"params.yaml": {"evaluate.batch_size": "modified"}}}, "changed command"],
+    }
+    monkeypatch.setattr(gate, "run_dvc", lambda args: json.dumps(status))
+    assert gate.stale_lock() == [
+        "evaluate (changed command)",
+        "evaluate:params.yaml:evaluate.batch_size",
+        "train:src/handsigns/train.py",
+    ]

@@ -26,7 +26,7 @@ from handsigns.errors import UserError
 from handsigns.files import write_text
 from handsigns.paths import CURVES, EVAL_DETAILS, EVAL_METRICS, FINGERPRINT, QUALITY_METRICS, RUNTIME, posix
 from handsigns.runtime import DECIDING_KEYS, class_changes
-from handsigns.vcs import require_rev, run_dvc, show
+from handsigns.vcs import require_rev, run_dvc, text_at
 
 MARKER = "<!-- handsigns-compare -->"
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
@@ -51,7 +51,7 @@ def report(base: str, out: Path, plots: bool = True, artifact_url: str | None = 
     b = f"`{base}`"
 
     def both(path: Path) -> tuple[str | None, str | None]:
-        return show(base, path.as_posix()), (path.read_text() if path.exists() else None)
+        return text_at(base, path.as_posix()), text_at(None, path.as_posix())
 
     params = run_dvc(["params", "diff", base, "--md"])
     diff = ["metrics", "diff", base, "--md", "--precision", "4"]

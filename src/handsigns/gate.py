@@ -22,16 +22,15 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from handsigns.compare import read_predictions
+from handsigns.compare import read_predictions, table_or
 from handsigns.errors import UserError
 from handsigns.params import load, parse_params
 from handsigns.params.ci import CIParams
 from handsigns.paths import COMMITTED_OUTPUTS, EVAL_DETAILS, FINGERPRINT, QUALITY_METRICS, RUNTIME_FILES, posix
 from handsigns.runtime import class_changes
-from handsigns.vcs import changed_files, reproduce, require_rev, run_dvc, show
+from handsigns.vcs import changed_files, reproduce, require_rev, run_dvc, show, text_at
 
 QUALITY_FILES = posix(QUALITY_METRICS)
 # Outputs that describe how a run went, not what it computed: their bytes differ from run to run or machine to
@@ -141,30 +140,20 @@ def rule_at(rev: str, max_drop: float | None = None) -> Rule:
 # ---------------------------------------------------------------------------------------------------- I/O
 
 
-def predictions_at(rev: str) -> dict[str, tuple[str, str]]:
-    """Every held-out image's (actual, predicted) committed at ``rev``."""
+def held_out_predictions(rev: str | None) -> dict[str, tuple[str, str]]:
+    """Every held-out image's (actual, predicted) committed at ``rev``, or in the workspace (None)."""
     found: dict[str, tuple[str, str]] = {}
     for split in HELD_OUT:
-        text = show(rev, predictions_file(split))
+        text = text_at(rev, predictions_file(split))
         if text is None:
             raise UserError(
                 f"no {predictions_file(split)} committed at {rev!r}: nothing to gate against; commit a run's "
                 "metrics/ and dvc.lock there first"
+                if rev is not None
+                else f"{predictions_file(split)} not found in the workspace; reproduce the pipeline first "
+                "(dvc repro, or handsigns gate --reproduce)"
             )
         found.update(read_predictions(text))
-    return found
-
-
-def predictions_in_workspace() -> dict[str, tuple[str, str]]:
-    found: dict[str, tuple[str, str]] = {}
-    for split in HELD_OUT:
-        path = Path(predictions_file(split))
-        if not path.exists():
-            raise UserError(
-                f"{path} not found in the workspace; reproduce the pipeline first (dvc repro, or "
-                "handsigns gate --reproduce)"
-            )
-        found.update(read_predictions(path.read_text()))
     return found
 
 
@@ -174,7 +163,10 @@ def stale_lock() -> list[str]:
     out: the reproduction makes them."""
     found = []
     for stage, entries in json.loads(run_dvc(["status", "--json"]) or "{}").items():
-        for entry in entries if isinstance(entries, list) else []:
+        for entry in entries:
+            if isinstance(entry, str):  # the stage itself, e.g. "changed command"
+                found.append(f"{stage} ({entry})")
+                continue
             for path, state in (entry.get("changed deps") or {}).items():
                 if isinstance(state, dict):  # a params file: key -> modified / new / deleted
                     found += [f"{stage}:{path}:{key}" for key in state]
@@ -198,8 +190,9 @@ def changed_outputs() -> list[str]:
     return sorted({p for p in cached if not p.endswith("/")} | set(committed))
 
 
-def fingerprint_at(rev: str) -> dict[str, Any] | None:
-    text = show(rev, FINGERPRINT.as_posix())
+def fingerprint_at(rev: str | None) -> dict[str, Any] | None:
+    """The committed run's fingerprint at ``rev``, or the workspace's run's (None)."""
+    text = text_at(rev, FINGERPRINT.as_posix())
     return None if text is None else json.loads(text)
 
 
@@ -220,14 +213,13 @@ def _some(items: list[str], n: int = 5) -> str:
 def check_reproduction(rule: Rule, committed: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
     """(problems, notes) of the workspace's fresh run against HEAD's committed one (``committed``: its
     predictions)."""
-    current = json.loads(FINGERPRINT.read_text()) if FINGERPRINT.exists() else None
-    moved = fingerprint_changes(fingerprint_at("HEAD"), current)
+    moved = fingerprint_changes(fingerprint_at("HEAD"), fingerprint_at(None))
     if moved:
         note = (
             f"not the committed run's machine class ({_some(moved, 3)}): its last bits differ, so HEAD's committed "
             "predictions are held to the regression rule, either way, instead of byte equality"
         )
-        return rule.reproduction(pair(committed, predictions_in_workspace())), [note]
+        return rule.reproduction(pair(committed, held_out_predictions(None))), [note]
     problems = [
         f"{path} does not reproduce the committed figures: {_some(metrics)}"
         for path, metrics in changed_metrics("HEAD").items()
@@ -243,8 +235,8 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -
     require_rev(base)
     rule = rule_at(base, max_drop)
     # Read before a long reproduction: a missing baseline is one error, at once.
-    base_predictions = predictions_at(base)
-    head_predictions = predictions_at("HEAD") if exact else None
+    base_predictions = held_out_predictions(base)
+    head_predictions = held_out_predictions("HEAD") if exact else None
     problems: list[str] = []
     if exact:
         stale = stale_lock()
@@ -255,9 +247,9 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -
             )
     if reproduce_first:
         reproduce()
-    paired = pair(base_predictions, predictions_in_workspace())
+    paired = pair(base_predictions, held_out_predictions(None))
     table = run_dvc(["metrics", "diff", base, "--md", "--targets", *QUALITY_FILES])
-    print(table if len(table.splitlines()) > 2 else f"dvc metrics diff {base}: no quality metric changed")
+    print(table_or(table, f"dvc metrics diff {base}: no quality metric changed"))
     print(f"gate: {paired.describe(base)} (p = {paired.p_worse():.2g} that noise loses as many)")
     problems += rule.regression(paired, base)
     notes = []

@@ -17,6 +17,14 @@ def show(rev: str, path: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def text_at(rev: str | None, path: str) -> str | None:
+    """The text of ``path`` at git revision ``rev``, or in the workspace when ``rev`` is None; None when it is not
+    there."""
+    if rev is not None:
+        return show(rev, path)
+    return Path(path).read_text() if Path(path).exists() else None
+
+
 def changed_files(paths: list[str]) -> list[str]:
     """Files under ``paths`` that differ from HEAD in the workspace: modified, deleted or new."""
     proc = subprocess.run(
