@@ -35,7 +35,15 @@ def _compare(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     from handsigns.gate import run
 
-    return run(args.base, args.max_drop, args.exact, args.reproduce)
+    return run(args.base, args.max_drop, args.exact, args.reproduce, args.verify)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from handsigns.vcs import pull
+
+    pull(args.remote)
+    print("pull: the committed run's outputs are in the workspace, each checked against dvc.lock")
+    return 0
 
 
 def _fraction(text: str) -> float:
@@ -119,12 +127,28 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also require HEAD's committed run to reproduce (its dvc.lock to record its own code and params)",
     )
-    gp.add_argument(
+    how = gp.add_mutually_exclusive_group()
+    how.add_argument(
         "--reproduce",
         action="store_true",
         help="run every stage first (`dvc repro --force`, what CI does on a clean clone)",
     )
+    how.add_argument(
+        "--verify",
+        action="store_true",
+        help="check HEAD's committed run without training: pull its outputs from the DVC remote, check them "
+        "against dvc.lock, re-run evaluate and the export check on the pulled model (docs/sharing-runs.md)",
+    )
     gp.set_defaults(func=_gate)
+    pl = sub.add_parser(
+        "pull",
+        help="get the committed run's outputs (model, data, export) from the DVC remote instead of training",
+        description="`dvc pull` from the DVC remote (the default one, or --remote): every output dvc.lock "
+        "records, checked against its hash. A missing or damaged object is named in one line and nothing of "
+        "it is written. Sharing runs: docs/sharing-runs.md.",
+    )
+    pl.add_argument("--remote", help="the DVC remote to pull from (default: the project's default remote)")
+    pl.set_defaults(func=_pull)
     return p
 
 
@@ -132,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if getattr(args, "top_k", 1) < 1:
         parser().error("--top-k must be at least 1")
+    if getattr(args, "verify", False) and args.exact:
+        parser().error("--verify already checks HEAD's committed run; --exact goes with --reproduce")
     run_main(lambda: args.func(args))
 
 

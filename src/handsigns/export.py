@@ -95,6 +95,31 @@ def verify(module: Classifier, onnx_path: Path, pixels: torch.Tensor, atol: floa
     return {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
 
 
+def check_committed(module: Classifier, classes: list[str], pixels: torch.Tensor) -> dict:
+    """The export check on an export made elsewhere (pulled from a DVC remote): the model card must name the
+    checkpoint's ``classes``, model.safetensors must hold exactly ``module``'s weights (the checkpoint's), and
+    model.onnx must agree with it on ``pixels`` as :func:`verify` requires. A UserError names what does not
+    match."""
+    from safetensors.torch import load_file
+
+    for path in (SAFETENSORS, ONNX, CARD):
+        if not path.exists():
+            raise UserError(f"{path} not found; pull the run's outputs first (handsigns pull)")
+    card_classes = json.loads(CARD.read_text()).get("classes")
+    if card_classes != classes:
+        raise UserError(f"export check failed: {CARD} names classes {card_classes}, the checkpoint {classes}")
+    saved = load_file(str(SAFETENSORS))
+    expected = module.state_dict()
+    same = {k for k in expected.keys() & saved.keys() if torch.equal(saved[k], expected[k].detach())}
+    differ = sorted((expected.keys() | saved.keys()) - same)
+    if differ:
+        raise UserError(
+            f"export check failed: {SAFETENSORS} does not hold {len(differ)} of the checkpoint's tensors "
+            f"({', '.join(differ[:3])}): it was not exported from this models/best.pt"
+        )
+    return verify(module, ONNX, pixels)
+
+
 def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: dict) -> dict:
     import onnxruntime
 

@@ -12,6 +12,11 @@ Two questions, each answered on the held-out images (val and test together), pai
   keys) every quality metric and output must come out byte for byte (``dvc metrics diff``; ``dvc diff`` for
   outputs in DVC's cache, ``git status`` for those git carries); elsewhere HEAD's committed figures are held to
   the same rule as a regression, two-sided.
+- **Verification without retraining** (``--verify``): is the run HEAD commits, made on another machine (a GPU
+  box) and pushed to the DVC remote, what its files say? Its outputs are pulled; dvc.lock must record HEAD's
+  code and params and the pulled outputs' hashes; the evaluate stage re-runs on the pulled model and must give
+  HEAD's committed predictions and metrics; the export check re-runs on the pulled ONNX model and weights.
+  Nothing is trained, so a CPU runner checks a GPU run in a minute.
 
 The rules and their measured basis: docs/comparing-runs.md, "The regression gate".
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +34,26 @@ from handsigns.compare import read_predictions, table_or
 from handsigns.errors import UserError
 from handsigns.params import load, parse_params
 from handsigns.params.ci import CIParams
-from handsigns.paths import COMMITTED_OUTPUTS, EVAL_DETAILS, FINGERPRINT, QUALITY_METRICS, RUNTIME_FILES, posix
+from handsigns.paths import (
+    COMMITTED_OUTPUTS,
+    EVAL_DETAILS,
+    EVAL_METRICS,
+    FINGERPRINT,
+    QUALITY_METRICS,
+    RUNTIME_FILES,
+    posix,
+)
 from handsigns.runtime import class_changes
-from handsigns.vcs import changed_files, reproduce, require_rev, run_dvc, show, text_at
+from handsigns.vcs import changed_files, pull, reproduce, require_rev, run_dvc, show, text_at
 
 QUALITY_FILES = posix(QUALITY_METRICS)
 # Outputs that describe how a run went, not what it computed: their bytes differ from run to run or machine to
 # machine (seconds; CPU model), so the byte-for-byte check leaves them out.
 UNGATED_OUTS = posix(RUNTIME_FILES)
 HELD_OUT = ("val", "test")  # the splits training never fits; val picks the epoch, so it is a little optimistic
+# The evaluate stage scores in fp32 on the CPU: on another CPU its kernels move the loss and probabilities in
+# their last bits, never by this much; a label must not move at all.
+REDERIVED_TOLERANCE = 1e-4
 
 
 def predictions_file(split: str) -> str:
@@ -157,21 +174,25 @@ def held_out_predictions(rev: str | None) -> dict[str, tuple[str, str]]:
     return found
 
 
-def stale_lock() -> list[str]:
+def stale_lock(pulled: bool = False) -> list[str]:
     """Stage dependencies whose hash or value dvc.lock records is not the workspace's (``dvc status``): code,
     params, and outputs git carries. Outputs of earlier stages that are not there yet (a clean clone) are left
-    out: the reproduction makes them."""
+    out: the reproduction makes them. ``pulled``: every output is there, so any dependency or output that is
+    not what dvc.lock records counts."""
     found = []
     for stage, entries in json.loads(run_dvc(["status", "--json"]) or "{}").items():
         for entry in entries:
             if isinstance(entry, str):  # the stage itself, e.g. "changed command"
                 found.append(f"{stage} ({entry})")
                 continue
-            for path, state in (entry.get("changed deps") or {}).items():
-                if isinstance(state, dict):  # a params file: key -> modified / new / deleted
-                    found += [f"{stage}:{path}:{key}" for key in state]
-                elif state != "deleted":
-                    found.append(f"{stage}:{path}")
+            for kind in ("changed deps", "changed outs") if pulled else ("changed deps",):
+                for path, state in (entry.get(kind) or {}).items():
+                    if isinstance(state, dict):  # a params file: key -> modified / new / deleted
+                        found += [f"{stage}:{path}:{key}" for key in state]
+                    elif kind == "changed outs":
+                        found.append(f"{stage}:{path} ({state})")
+                    elif pulled or state != "deleted":
+                        found.append(f"{stage}:{path}")
     return sorted(found)
 
 
@@ -230,21 +251,80 @@ def check_reproduction(rule: Rule, committed: dict[str, tuple[str, str]]) -> tup
     return problems, []
 
 
-def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -> int:
+def check_rederived(committed: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the evaluate stage re-run on a pulled model against HEAD's committed figures
+    (``committed``: its predictions): the same label on every held-out image, every metric of the evaluation
+    within REDERIVED_TOLERANCE."""
+    problems = []
+    rederived = held_out_predictions(None)
+    moved = sorted(p for p in committed.keys() | rederived.keys() if committed.get(p) != rederived.get(p))
+    if moved:
+        problems.append(
+            f"the pulled model scores {len(moved)} held-out images otherwise than HEAD's committed predictions "
+            f"({_some(moved, 3)}): they were not made by this model"
+        )
+    target = EVAL_METRICS.as_posix()
+    diff = json.loads(run_dvc(["metrics", "diff", "HEAD", "--json", "--targets", target]) or "{}").get(target, {})
+    off = [
+        f"{name} {d.get('old')} committed, {d.get('new')} re-derived"
+        for name, d in sorted(diff.items())
+        if d.get("diff") is None or abs(d["diff"]) > REDERIVED_TOLERANCE
+    ]
+    if off:
+        problems.append(f"{target} does not hold what the pulled model scores: {_some(off)}")
+    if problems:
+        return problems, []
+    exact = not changed_files(posix((EVAL_METRICS, EVAL_DETAILS)))
+    return [], [
+        "the evaluation re-derived from the pulled model "
+        + ("byte for byte" if exact else f"within {REDERIVED_TOLERANCE:g} (another CPU's last bits)")
+    ]
+
+
+def check_export() -> list[str]:
+    """Export's check re-run on the pulled ONNX model and weights against the pulled checkpoint; its problems."""
+    proc = subprocess.run([sys.executable, "stages/export.py", "--check"], capture_output=True, text=True, check=False)
+    print(proc.stdout, end="", flush=True)
+    if proc.returncode == 0:
+        return []
+    return [(proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1].removeprefix("error: ")]
+
+
+def verify_pulled(committed: dict[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of HEAD's run as pulled from the DVC remote, with no training: its outputs are what
+    dvc.lock records, the evaluation re-derives from its model, its export passes the export check."""
+    fp = fingerprint_at("HEAD") or {}
+    made_on = f"{fp.get('device_name', 'an unrecorded machine')}, {fp.get('precision', '?')}"
+    print(f"gate: verifying HEAD's run (made on {made_on}) from the DVC remote, without training", flush=True)
+    pull()
+    problems = []
+    mismatched = stale_lock(pulled=True)
+    if mismatched:
+        problems.append(f"the pulled run is not what dvc.lock at HEAD records: {_some(mismatched)}")
+    reproduce(("evaluate",))
+    found, notes = check_rederived(committed)
+    return problems + found + check_export(), notes
+
+
+def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool, verify: bool = False) -> int:
     """``handsigns gate``: print what it checked; 0 when it passes, 1 when it fails."""
     require_rev(base)
     rule = rule_at(base, max_drop)
     # Read before a long reproduction: a missing baseline is one error, at once.
     base_predictions = held_out_predictions(base)
-    head_predictions = held_out_predictions("HEAD") if exact else None
+    head_predictions = held_out_predictions("HEAD") if exact or verify else None
     problems: list[str] = []
-    if exact:
+    if exact:  # --verify checks the lock once its outputs are pulled
         stale = stale_lock()
         if stale:
             problems.append(
                 f"dvc.lock at HEAD records other code, params or outputs than HEAD's own (was a run committed "
                 f"after the last change?): {_some(stale)}"
             )
+    notes = []
+    if verify:
+        found, notes = verify_pulled(head_predictions or {})
+        problems += found
     if reproduce_first:
         reproduce()
     paired = pair(base_predictions, held_out_predictions(None))
@@ -252,8 +332,7 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -
     print(table_or(table, f"dvc metrics diff {base}: no quality metric changed"))
     print(f"gate: {paired.describe(base)} (p = {paired.p_worse():.2g} that noise loses as many)")
     problems += rule.regression(paired, base)
-    notes = []
-    if head_predictions is not None:
+    if exact and head_predictions is not None:
         found, notes = check_reproduction(rule, head_predictions)
         problems += found
     for note in notes:
@@ -262,11 +341,12 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool) -
         print(f"gate: FAIL: {problem}", file=sys.stderr)
     if problems:
         return 1
-    held = (
-        (" and HEAD's committed run reproduced exactly" if not notes else " and HEAD's committed run within noise")
-        if exact
-        else ""
-    )
+    if verify:
+        held = " and HEAD's committed run verified from the DVC remote without training"
+    elif exact:
+        held = " and HEAD's committed run " + ("within noise" if notes else "reproduced exactly")
+    else:
+        held = ""
     print(
         f"gate: pass (no held-out accuracy drop beyond ci.max_accuracy_drop = {rule.max_drop:g} at "
         f"ci.significance = {rule.significance:g} against {base}{held})"

@@ -71,15 +71,53 @@ def run_dvc(args: list[str]) -> str:
     return proc.stdout.strip()
 
 
-def reproduce() -> None:
-    """``dvc repro --force`` with its output shown: every stage runs, so no committed output is taken on trust
-    (a clean clone holds the committed metrics files, and DVC would skip a stage whose deps and outs match
-    dvc.lock)."""
-    print("gate: dvc repro --force", flush=True)
-    code = subprocess.run(
-        [dvc_path(), "repro", "--force"], check=False, env=dvc_env(), stdout=sys.stdout, stderr=sys.stderr
-    ).returncode
-    if code != 0:
+def default_remote() -> str | None:
+    """The DVC remote ``dvc push``/``pull`` use when none is named (``core.remote``), or None."""
+    proc = subprocess.run([dvc_path(), "remote", "default"], capture_output=True, text=True, check=False, env=dvc_env())
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def pull(remote: str | None = None) -> None:
+    """``dvc pull``: the committed run's outputs from a DVC remote into the workspace, each checked against the
+    hash dvc.lock records (with the remote's ``verify``, which ``make remote`` sets). A failure is one UserError
+    naming what could not be had; DVC writes no file whose object did not arrive whole."""
+    name = remote or default_remote()
+    if name is None:
         raise UserError(
-            f"`dvc repro` failed (exit {code}): the committed pipeline does not reproduce; see its output above"
+            "no DVC remote is named, so there is nothing to pull from: `make remote URL=...` names one "
+            "(docs/sharing-runs.md), or ask the team for theirs"
+        )
+    print(f"dvc pull -r {name}", flush=True)
+    proc = subprocess.run(
+        [dvc_path(), "pull", "--remote", name], capture_output=True, text=True, check=False, env=dvc_env()
+    )
+    if proc.returncode == 0:
+        return
+    # DVC lists the outputs it could not check out (missing on the remote, or damaged: a fetched object whose
+    # hash is not its name is deleted) one per line after this header, or says what else went wrong
+    lines = proc.stderr.splitlines()
+    header = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), None)
+    if header is not None:
+        failed = [line.strip() for line in lines[header + 1 :] if line.strip() and " " not in line.strip()]
+        raise UserError(
+            f"`dvc pull` from remote {name!r} could not get {', '.join(failed) or 'some outputs'}: missing there "
+            "or damaged (their bytes do not match dvc.lock's hash; nothing of them was written here); "
+            "`dvc push` them again from the machine that made the run"
+        )
+    errors = [line for line in lines if line.startswith("ERROR")]
+    detail = (errors or lines or ["(no message)"])[0]
+    raise UserError(f"`dvc pull` from remote {name!r} failed: {detail}")
+
+
+def reproduce(stages: tuple[str, ...] = ()) -> None:
+    """``dvc repro --force`` with its output shown: every stage runs (or only ``stages``), so no committed output
+    is taken on trust (a clean clone holds the committed metrics files, and DVC would skip a stage whose deps
+    and outs match dvc.lock)."""
+    args = ["repro", "--force", *(["--single-item", *stages] if stages else [])]
+    print(f"gate: dvc {' '.join(args)}", flush=True)
+    proc = subprocess.run([dvc_path(), *args], check=False, env=dvc_env(), stdout=sys.stdout, stderr=sys.stderr)
+    if proc.returncode != 0:
+        raise UserError(
+            f"`dvc repro` failed (exit {proc.returncode}): the committed pipeline does not reproduce; see its "
+            "output above"
         )
