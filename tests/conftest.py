@@ -158,12 +158,15 @@ def run_stage(project: Path, stage: str, *, timeout: float = 120, **env: str) ->
     )
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in ``cwd`` with the venv first on PATH; with ``check``, fail the test with its output."""
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with the venv first on PATH (and ``env`` added); with ``check``, fail the test
+    with its output."""
     proc = subprocess.run(
         cmd,
         cwd=cwd,
-        env=project_env(PYTHONUNBUFFERED="1"),
+        env=project_env(PYTHONUNBUFFERED="1", **(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,

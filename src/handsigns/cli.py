@@ -38,6 +38,18 @@ def _gate(args: argparse.Namespace) -> int:
     return run(args.base, args.max_drop, args.exact, args.reproduce, args.verify)
 
 
+def _remote(args: argparse.Namespace) -> int:
+    from handsigns.vcs import name_remote
+
+    name_remote(args.url, args.name)
+    print(
+        f"remote: {args.name} -> {args.url} is the default DVC remote (.dvc/config, verify on). Next: credentials, if "
+        f"any, with `dvc remote modify --local {args.name} ...`; `git add .dvc/config && git commit`; `dvc push` "
+        "where the run was made, `handsigns pull` elsewhere (docs/sharing-runs.md)"
+    )
+    return 0
+
+
 def _pull(args: argparse.Namespace) -> int:
     from handsigns.vcs import pull
 
@@ -140,6 +152,17 @@ def parser() -> argparse.ArgumentParser:
         "against dvc.lock, re-run evaluate and the export check on the pulled model (docs/sharing-runs.md)",
     )
     gp.set_defaults(func=_gate)
+    rm = sub.add_parser(
+        "remote",
+        help="name the team's DVC remote once (written to .dvc/config, the default for push and pull)",
+        description="Name the DVC remote runs travel through: `dvc remote add --default` plus `verify true` (a "
+        "damaged object is caught on pull), in .dvc/config, which is committed. URL: a local or NFS path, "
+        "ssh://user@host/path, s3://bucket/path (pip install dvc-s3) or an http(s) mirror (read-only). A password "
+        "in the URL is refused: credentials go to .dvc/config.local (dvc remote modify --local).",
+    )
+    rm.add_argument("url", help="where the remote lives")
+    rm.add_argument("--name", default="storage", help="the remote's name (default: %(default)s)")
+    rm.set_defaults(func=_remote)
     pl = sub.add_parser(
         "pull",
         help="get the committed run's outputs (model, data, export) from the DVC remote instead of training",

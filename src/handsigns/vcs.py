@@ -77,6 +77,21 @@ def default_remote() -> str | None:
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
+def name_remote(url: str, name: str) -> None:
+    """Name the team's DVC remote in .dvc/config (committed, so every clone knows it): the default of ``dvc
+    push`` and ``pull``, with ``verify`` on, so that an object damaged there is caught when pulled (DVC re-hashes
+    what it fetches). Credentials stay out of git: a password in the URL is refused."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).password:
+        raise UserError(
+            f"the URL holds a password, and .dvc/config is committed: name the remote without it, then "
+            f"`dvc remote modify --local {name} password ...` (git-ignored .dvc/config.local)"
+        )
+    run_dvc(["remote", "add", "--default", "--force", name, url])
+    run_dvc(["remote", "modify", name, "verify", "true"])
+
+
 def pull(remote: str | None = None) -> None:
     """``dvc pull``: the committed run's outputs from a DVC remote into the workspace, each checked against the
     hash dvc.lock records (with the remote's ``verify``, which ``make remote`` sets). A failure is one UserError
@@ -98,7 +113,11 @@ def pull(remote: str | None = None) -> None:
     lines = proc.stderr.splitlines()
     header = next((i for i, line in enumerate(lines) if "Checkout failed for following targets" in line), None)
     if header is not None:
-        failed = [line.strip() for line in lines[header + 1 :] if line.strip() and " " not in line.strip()]
+        failed = []
+        for line in lines[header + 1 :]:  # the paths, then "Is your cache up to date?" and a link
+            if not line.strip() or " " in line.strip() or line.startswith("<"):
+                break
+            failed.append(line.strip())
         raise UserError(
             f"`dvc pull` from remote {name!r} could not get {', '.join(failed) or 'some outputs'}: missing there "
             "or damaged (their bytes do not match dvc.lock's hash; nothing of them was written here); "
