@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
+.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -73,6 +73,21 @@ test-all: test
 GATE_BASE ?= main
 gate: $(STAMP)
 	$(BIN)/handsigns gate --reproduce --exact --base '$(GATE_BASE)'
+
+# The same gate on the run HEAD commits, made on another machine (a GPU box) and pushed to the DVC remote: pull it,
+# check it against dvc.lock, re-run evaluate and the export check on its model; no training (docs/sharing-runs.md).
+verify: $(STAMP)
+	$(BIN)/handsigns gate --verify --base '$(GATE_BASE)'
+
+# Runs travel through a DVC remote (docs/sharing-runs.md). Name the team's once, then commit .dvc/config:
+#   make remote URL=ssh://user@host/srv/handsigns-dvc [NAME=storage]   (also a path, s3://..., https:// mirror)
+# `make pull` then gets the committed run's model, data and export on any clone instead of training.
+remote: $(STAMP)
+	$(if $(URL),,$(error make remote needs URL=, e.g. make remote URL=ssh://user@host/srv/handsigns-dvc))
+	$(BIN)/handsigns remote '$(URL)' --name '$(or $(NAME),storage)'
+
+pull: $(STAMP)
+	$(BIN)/handsigns pull
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,8 +8,10 @@ outputs to the SSH remote; every test then plays a second machine: a clone that 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,8 +45,20 @@ class Team:
 
 
 def objects(store: Path) -> set[str]:
-    """The objects in a DVC remote folder (files/md5/xx/yyy)."""
-    return {p.relative_to(store).as_posix() for p in (store / "files").rglob("*") if p.is_file()}
+    """The objects in a DVC remote folder (files/md5/xx/yyy, yyy.dir for a folder's listing), temporaries left."""
+    return {p.relative_to(store).as_posix() for p in (store / "files").rglob("*") if p.is_file() and OBJECT(p.name)}
+
+
+OBJECT = re.compile(r"[0-9a-f]{30}(\.dir)?").fullmatch
+
+
+def damaged(store: Path) -> list[str]:
+    """Objects whose bytes do not hash to their name (DVC names every object by its md5, a listing's too)."""
+    return [
+        o
+        for o in objects(store)
+        if hashlib.md5((store / o).read_bytes()).hexdigest() != "".join(o.split("/")[-2:]).removesuffix(".dir")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +239,7 @@ def test_a_push_cut_off_half_way_completes_when_run_again(team):
     os.killpg(proc.pid, signal.SIGKILL)  # the machine loses power or the network half-way
     proc.wait()
     before = objects(cut)
+    assert damaged(cut) == []  # cut off, yet every object there is whole: each is written aside, then renamed
     run([DVC, "push", "--remote", "cut"], box, env=team.ssh.env)
     after = objects(cut)
     assert 50 <= len(before) < len(after) and before < after, (len(before), len(after))  # it was cut, then done
