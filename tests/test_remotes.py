@@ -112,6 +112,14 @@ def test_a_password_in_the_remote_url_is_refused():
 
 
 @slow
+def test_pull_without_a_remote_says_how_to_name_one(tmp_path):
+    project = make_project(tmp_path / "alone", overrides=TINY, git=True)
+    proc = run([HANDSIGNS, "pull"], project, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: no DVC remote is named") and "make remote URL=" in proc.stderr
+
+
+@slow
 @needs_sshd
 def test_the_remote_is_committed_without_credentials(team):
     config = (team.box / ".dvc/config").read_text()
