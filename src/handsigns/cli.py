@@ -125,8 +125,8 @@ def parser() -> argparse.ArgumentParser:
         "BASE`, then exit 1 when held-out (val + test) accuracy dropped against BASE's committed predictions by "
         "more than ci.max_accuracy_drop and a paired sign test puts the chance of noise below ci.significance "
         "(both from BASE's params.yaml); with --exact, also when HEAD's committed run does not reproduce: byte "
-        "for byte on its machine class, within the same rule elsewhere. With --verify instead of --reproduce, HEAD's run is "
-        "pulled from the DVC remote and checked without training (docs/sharing-runs.md). Rules: "
+        "for byte on its machine class, within the same rule elsewhere. With --verify instead of --reproduce, "
+        "HEAD's run is pulled from the DVC remote and checked without training (docs/sharing-runs.md). Rules: "
         "docs/comparing-runs.md.",
     )
     gp.add_argument("--base", default="main", help="git revision with the baseline metrics (default: %(default)s)")
