@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+DVC = str(VENV_BIN / "dvc")  # the environment's own dvc, whatever is on PATH
 
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "seed": 0,
@@ -129,8 +130,8 @@ def make_project(
             ["git", "init", "-q"],
             ["git", "config", "user.email", "test@example.invalid"],
             ["git", "config", "user.name", "test"],
-            [str(VENV_BIN / "dvc"), "init", "-q"],
-            [str(VENV_BIN / "dvc"), "config", "core.analytics", "false"],
+            [DVC, "init", "-q"],
+            [DVC, "config", "core.analytics", "false"],
             ["git", "add", "-A"],
             ["git", "commit", "-qm", "project"],
         ):

@@ -21,7 +21,7 @@ from handsigns.params.recipe import ModelParams, RecipeParams
 from handsigns.pretrained import start_from
 from handsigns.train import backbone_and_head, fit, make_optimizer, make_scheduler
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, run
+from conftest import DVC, TINY, colour_dataset, make_project, run
 
 ARCHS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -191,10 +191,10 @@ def test_each_architecture_through_dvc_exp_run_trains_evaluates_exports_and_pred
     source = colour_dataset(tmp_path / "source", per_class=16, size=32)
     repo = make_project(tmp_path / "repo", {"source": str(source)},
                         overrides={**TINY, "epochs": 1, "model": {"image_size": 32}}, git=True)  # fmt: skip
-    run([str(VENV_BIN / "dvc"), "repro", "split"], repo)
+    run([DVC, "repro", "split"], repo)
     image = next((repo / "data/raw/class_1").iterdir())
     for arch in ARCHS:
-        out = run([str(VENV_BIN / "dvc"), "exp", "run", "-S", f"model.arch={arch}"], repo).stdout
+        out = run([DVC, "exp", "run", "-S", f"model.arch={arch}"], repo).stdout
         assert "export: models/model.onnx verified on" in out, out  # ONNX Runtime agrees with PyTorch
         card = json.loads((repo / "models/model.json").read_text())
         assert card["architecture"]["arch"] == arch
@@ -209,18 +209,18 @@ def test_fine_tuning_a_run_onto_new_photos_through_dvc(tmp_path):
     names the start, and DVC re-trains when the pin changes."""
     first = make_project(tmp_path / "first", {"source": str(colour_dataset(tmp_path / "a", classes=2, size=20))},
                          overrides={**TINY, "epochs": 2}, git=True)  # fmt: skip
-    run([str(VENV_BIN / "dvc"), "repro", "train"], first)
+    run([DVC, "repro", "train"], first)
     start = tmp_path / "start.pt"
     shutil.copy(first / "models/best.pt", start)
     train = {"min_steps": 0, "init_from": str(start), "init_from_sha256": sha256_file(start), "freeze_epochs": 1}
     second = make_project(tmp_path / "second", {"source": str(colour_dataset(tmp_path / "b", classes=3, size=20,
                           seed=1))}, overrides={**TINY, "epochs": 2, "train": train}, git=True)  # fmt: skip
-    out = run([str(VENV_BIN / "dvc"), "repro"], second).stdout
+    out = run([DVC, "repro"], second).stdout
     assert "head fc2: 2 of 3 classes carried over, 1 fresh" in out and "the backbone is frozen" in out
     card = json.loads((second / "models/model.json").read_text())
     assert card["start"]["sha256"] == sha256_file(start) and card["start"]["source"] == str(start)
-    assert run([str(VENV_BIN / "dvc"), "status", "train"], second).stdout.strip().endswith("up to date.")
+    assert run([DVC, "status", "train"], second).stdout.strip().endswith("up to date.")
     params = second / "params.yaml"
     params.write_text(params.read_text().replace(sha256_file(start), "0" * 64))  # another pin: another start
-    status = run([str(VENV_BIN / "dvc"), "status", "train"], second).stdout
+    status = run([DVC, "status", "train"], second).stdout
     assert "modified:           train" in status, status  # the train section, where the pin lives

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, project_env, run
+from conftest import DVC, TINY, colour_dataset, make_project, project_env, run
 
 pytestmark = pytest.mark.slow
 
-DVC = str(VENV_BIN / "dvc")
 SITECUSTOMIZE = """
 import os
 if os.environ.get("FORCE_NATIVE_BF16") in ("0", "1"):

@@ -25,11 +25,10 @@ import pytest
 import yaml
 from servers import MISSING_SSHD, REQUIRED, SSHD, SSHServer, http_server, sshd
 
-from conftest import TINY, VENV_BIN, make_project, run
+from conftest import DVC, TINY, VENV_BIN, make_project, run
 
 slow = pytest.mark.slow
 needs_sshd = pytest.mark.skipif(SSHD is None and not REQUIRED, reason=MISSING_SSHD)
-DVC = str(VENV_BIN / "dvc")
 HANDSIGNS = str(VENV_BIN / "handsigns")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from handsigns.files import leftovers
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, project_env, run
+from conftest import DVC, TINY, colour_dataset, make_project, project_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def processes_in(folder) -> list[str]:
 def kill_after_epoch(repo, epoch: int) -> str:
     """Start `dvc repro`, SIGKILL it (and the stage it runs) once training has printed ``epoch``; its output."""
     proc = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro"],
+        [DVC, "repro"],
         cwd=repo,
         env=project_env(PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
@@ -62,7 +62,7 @@ def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
     exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
     resume = repo / "models/.resume"
     for _ in range(attempts):
-        proc = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
+        proc = subprocess.Popen([DVC, "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)  # fmt: skip
         seen: list[str] = []
@@ -88,13 +88,13 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     shutil.copytree(straight, killed)
 
     started = time.perf_counter()
-    run([str(VENV_BIN / "dvc"), "repro"], straight)
+    run([DVC, "repro"], straight)
     uninterrupted_s = time.perf_counter() - started
 
     first = kill_after_epoch(killed, 5)
     assert "Running stage 'train'" in first and (killed / "models/.resume/train.pt").exists()
     started = time.perf_counter()
-    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    again = run([DVC, "repro"], killed).stdout
     resumed_s = time.perf_counter() - started
     resumed_after = int(re.search(r"train: resuming from models/.resume/train.pt after epoch (\d+) of 12", again)[1])
     assert 5 <= resumed_after < EPOCHS  # the kill came after epoch 5's line, before the end
@@ -111,11 +111,11 @@ def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp
     straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
-    run([str(VENV_BIN / "dvc"), "repro"], straight)
+    run([DVC, "repro"], straight)
 
     first = kill_during_checkpoint_write(killed)
     done = [int(m) for m in re.findall(r"^epoch +(\d+)/", first, re.M)]
-    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    again = run([DVC, "repro"], killed).stdout
     # The cut write was of the last epoch printed; the one before it is the last complete checkpoint
     resumed_after = int(re.search(r"resuming from models/.resume/train.pt after epoch (\d+) of", again)[1]) if (
         "resuming" in again) else 0  # fmt: skip
@@ -131,7 +131,7 @@ def test_changed_params_start_over_and_say_why(tmp_path):
     kill_after_epoch(repo, 3)
     params = (repo / "params.yaml").read_text().replace("lr: 0.01", "lr: 0.02")
     (repo / "params.yaml").write_text(params)
-    out = run([str(VENV_BIN / "dvc"), "repro"], repo).stdout
+    out = run([DVC, "repro"], repo).stdout
     assert "train: not resuming from models/.resume/train.pt: it was saved with other params; starting over" in out
     assert out.count("\nepoch ") == EPOCHS
 
@@ -139,19 +139,19 @@ def test_changed_params_start_over_and_say_why(tmp_path):
 def test_a_second_repro_in_the_same_checkout_is_refused_and_corrupts_nothing(tmp_path):
     source = colour_dataset(tmp_path / "source", per_class=60, size=48)
     repo = make_project(tmp_path / "repo", {"source": str(source)}, overrides=SLOWER, git=True)
-    first = subprocess.Popen([str(VENV_BIN / "dvc"), "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
+    first = subprocess.Popen([DVC, "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     lines = []
     for line in first.stdout:
         lines.append(line)
         if line.startswith("epoch   2/"):
             break
-    second = run([str(VENV_BIN / "dvc"), "repro"], repo, check=False)
+    second = run([DVC, "repro"], repo, check=False)
     lines += first.stdout.readlines()
     assert first.wait(timeout=300) == 0, "".join(lines)
     refusal = second.stdout + second.stderr  # DVC's lock on the outputs the first run is writing
     assert second.returncode != 0 and "is being blocked by" in refusal and "dvc repro" in refusal, refusal
-    assert run([str(VENV_BIN / "dvc"), "status", "--quiet"], repo, check=False).returncode == 0  # all outputs match
+    assert run([DVC, "status", "--quiet"], repo, check=False).returncode == 0  # all outputs match
 
 
 def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):
@@ -159,11 +159,11 @@ def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(t
     straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides={**SLOWER, "nproc": 2}, git=True)
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
-    run([str(VENV_BIN / "dvc"), "repro"], straight)
+    run([DVC, "repro"], straight)
     kill_after_epoch(killed, 5)
     time.sleep(1)
     assert processes_in(killed) == [], "a training process outlived the kill"
-    again = run([str(VENV_BIN / "dvc"), "repro"], killed).stdout
+    again = run([DVC, "repro"], killed).stdout
     assert re.search(r"train: resuming from models/.resume/train.pt after epoch \d+ of 12", again), again
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path

@@ -15,7 +15,7 @@ from handsigns.params.recipe import RecipeParams
 from handsigns.split import build_index, write_index
 from handsigns.train import fit
 
-from conftest import TINY, VENV_BIN, colour_dataset, make_project, run
+from conftest import DVC, TINY, colour_dataset, make_project, run
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_the_pipeline_over_a_tiny_memory_budget_streams_and_gives_the_same_metri
     memory = make_project(tmp_path / "memory", {"source": str(source)}, overrides=overrides, git=True)
     streamed = make_project(tmp_path / "streamed", {"source": str(source), "memory_budget_gb": 1e-6},
                             overrides=overrides, git=True)  # fmt: skip
-    run([str(VENV_BIN / "dvc"), "repro"], memory)
-    out = run([str(VENV_BIN / "dvc"), "repro"], streamed).stdout
+    run([DVC, "repro"], memory)
+    out = run([DVC, "repro"], streamed).stdout
     for stage in ("train", "evaluate", "export"):
         assert f"{stage}: " in out and "over data.memory_budget_gb = 1e-06: streaming batches from data/raw/" in out
     for path in ("metrics/eval.json", "metrics/train.json", "models/best.pt", "models/model.safetensors",
