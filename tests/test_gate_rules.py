@@ -92,5 +92,20 @@ def test_stale_lock_names_changed_code_params_and_commands_not_missing_outputs(m
     assert gate.stale_lock() == [
         "evaluate (changed command)",
         "evaluate:params.yaml:evaluate.batch_size",
-        "train:src/handsigns/train.py",
+        "train:src/handsigns/train.py (modified)",
+    ]
+
+
+def test_stale_lock_after_a_pull_counts_every_output_and_dependency_not_as_recorded(monkeypatch):
+    # Once every output was pulled, a missing or edited one is no longer a clean clone's gap but a mismatch.
+    status = {
+        "evaluate": [{"changed outs": {"metrics/eval.json": "modified"}}],
+        "export": [{"changed deps": {"metrics/eval.json": "modified", "models/best.pt": "deleted"}}],
+    }
+    monkeypatch.setattr(gate, "run_dvc", lambda args: json.dumps(status))
+    assert gate.stale_lock() == ["export:metrics/eval.json (modified)"]
+    assert gate.stale_lock(pulled=True) == [
+        "evaluate:metrics/eval.json (modified)",
+        "export:metrics/eval.json (modified)",
+        "export:models/best.pt (deleted)",
     ]

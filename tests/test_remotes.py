@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import MISSING_SSHD, REQUIRED, SSHD, SSHServer, http_server, sshd
+from servers import MISSING_SSHD, SSHD, SSHServer, http_server, sshd
 
-from conftest import DVC, TINY, VENV_BIN, make_project, run
+from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, make_project, run
 
 slow = pytest.mark.slow
-needs_sshd = pytest.mark.skipif(SSHD is None and not REQUIRED, reason=MISSING_SSHD)
+needs_sshd = pytest.mark.skipif(SSHD is None and not REQUIRED_IN_CI, reason=MISSING_SSHD)
 HANDSIGNS = str(VENV_BIN / "handsigns")
 
 
@@ -217,7 +217,7 @@ def test_an_experiment_travels_from_the_box_to_a_laptop(team):
     assert "lr-002" in run([DVC, "exp", "list", "origin"], laptop, env=team.ssh.env).stdout
     run([DVC, "exp", "pull", "origin", "lr-002"], laptop, env=team.ssh.env)
     shown = json.loads(run([DVC, "exp", "show", "--json"], laptop).stdout)
-    names = {e.get("name") for rev in shown for e in (rev.get("experiments") or []) for e in e.get("revs", [])}
+    names = {r.get("name") for rev in shown for exp in (rev.get("experiments") or []) for r in exp.get("revs", [])}
     assert "lr-002" in names, shown
     run([DVC, "exp", "apply", "lr-002"], laptop)
     assert yaml.safe_load((laptop / "params.yaml").read_text())["lr"] == 0.02

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser import CHROMIUM, MISSING, REQUIRED, open_page
+from browser import CHROMIUM, MISSING, open_page
 from test_odd_images import write_odd_files
 
 from handsigns import Predictor, checkpoint
@@ -27,7 +27,7 @@ from handsigns.params.recipe import RecipeParams
 from handsigns.serve import MAX_UPLOAD, make_server
 from handsigns.train import fit
 
-from conftest import REPO, TINY, bomb_jpeg
+from conftest import REPO, REQUIRED_IN_CI, TINY, bomb_jpeg
 
 CLASSES = list("012345")
 
@@ -157,7 +157,7 @@ def test_serve_binds_localhost_and_warns_when_told_to_expose_the_page(model):
     assert "default: 127.0.0.1" in out.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None and not REQUIRED, reason=MISSING)
+@pytest.mark.skipif(CHROMIUM is None and not REQUIRED_IN_CI, reason=MISSING)
 def test_the_page_in_a_real_browser_labels_a_signs_photo_and_shows_a_bad_upload(server, model, signs, tmp_path):
     photo = signs["test"][0]
     expected = Predictor(model).predict(photo)

@@ -189,10 +189,8 @@ def stale_lock(pulled: bool = False) -> list[str]:
                 for path, state in (entry.get(kind) or {}).items():
                     if isinstance(state, dict):  # a params file: key -> modified / new / deleted
                         found += [f"{stage}:{path}:{key}" for key in state]
-                    elif kind == "changed outs":
-                        found.append(f"{stage}:{path} ({state})")
                     elif pulled or state != "deleted":
-                        found.append(f"{stage}:{path}")
+                        found.append(f"{stage}:{path} ({state})")
     return sorted(found)
 
 
@@ -323,7 +321,8 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool, v
             )
     notes = []
     if verify:
-        found, notes = verify_pulled(head_predictions or {})
+        assert head_predictions is not None
+        found, notes = verify_pulled(head_predictions)
         problems += found
     if reproduce_first:
         reproduce()

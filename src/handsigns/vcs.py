@@ -65,10 +65,14 @@ def run_dvc(args: list[str]) -> str:
     """stdout of ``dvc ARGS``; a failure is one UserError with DVC's own message."""
     proc = subprocess.run([dvc_path(), *args], capture_output=True, text=True, check=False, env=dvc_env())
     if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
-        detail = (errors or proc.stderr.strip().splitlines() or ["(no message)"])[0]
-        raise UserError(f"`dvc {' '.join(args)}` failed: {detail}")
+        raise UserError(f"`dvc {' '.join(args)}` failed: {first_error(proc.stderr)}")
     return proc.stdout.strip()
+
+
+def first_error(stderr: str) -> str:
+    """DVC's own reason for a failure: its first ``ERROR`` line, else its first line."""
+    lines = stderr.strip().splitlines()
+    return next((line for line in lines if line.startswith("ERROR")), lines[0] if lines else "(no message)")
 
 
 def default_remote() -> str | None:
@@ -123,9 +127,7 @@ def pull(remote: str | None = None) -> None:
             "or damaged (their bytes do not match dvc.lock's hash; nothing of them was written here); "
             "`dvc push` them again from the machine that made the run"
         )
-    errors = [line for line in lines if line.startswith("ERROR")]
-    detail = (errors or lines or ["(no message)"])[0]
-    raise UserError(f"`dvc pull` from remote {name!r} failed: {detail}")
+    raise UserError(f"`dvc pull` from remote {name!r} failed: {first_error(proc.stderr)}")
 
 
 def reproduce(stages: tuple[str, ...] = ()) -> None:
