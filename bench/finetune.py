@@ -60,8 +60,9 @@ def project(workdir: Path, photos: Path, overrides: list[str]) -> Path:
 def run(workdir: Path) -> dict:
     for stage in ("download", "split", "train", "evaluate"):
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-        proc = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=workdir, capture_output=True, text=True,
-                              env=env)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, f"stages/{stage}.py"], cwd=workdir, capture_output=True, text=True, env=env
+        )
         if proc.returncode:
             raise SystemExit(f"{workdir.name}: stage {stage} failed:\n{proc.stderr[-2000:]}")
     return {**results(workdir), "images": json.loads((workdir / "metrics/data.json").read_text())["images"]["train"]}
@@ -91,8 +92,10 @@ def main() -> None:
     print("| start | train images | epochs | best epoch | test accuracy | test errors | train s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['images']} | {r['epochs_run']} | {r['best_epoch']} | {r['test']['accuracy']:.4f} | "
-              f"{r['test_errors']}/{r['test_images']} | {r['seconds']:.1f} |")  # fmt: skip
+        print(
+            f"| {name} | {r['images']} | {r['epochs_run']} | {r['best_epoch']} | {r['test']['accuracy']:.4f} | "
+            f"{r['test_errors']}/{r['test_images']} | {r['seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ def train(workdir: Path, kill_after: int | None = None) -> tuple[float, str]:
     """Run the train stage in ``workdir`` (SIGKILLed once it prints epoch ``kill_after``): seconds, output."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "stages/train.py"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)

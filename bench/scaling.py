@@ -68,7 +68,7 @@ from pathlib import Path
 from handsigns.augment import augment
 from handsigns.dataset import load_split
 from handsigns.params.recipe import TrainParams
-from handsigns.train import batch_bounds, batch_pixels
+from handsigns.dataset import batch_bounds, batch_pixels
 
 root, size, stream = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
 classes = [f"class_{{k}}" for k in range({CLASSES})]
@@ -119,23 +119,28 @@ def data_paths(n: int, size: int) -> None:
         root = make_image_folder(Path(tmp), n, size)
         made = time.perf_counter() - started
         decoded = n * 3 * size * size / 1e9
-        print(f"### Data paths: {n:,} generated JPEGs at {size} px ({decoded:.2f} GB decoded), one epoch of "
-              f"batch 32 + augmentation, {os.cpu_count()} cores (generated in {made:.0f} s)\n")  # fmt: skip
+        print(
+            f"### Data paths: {n:,} generated JPEGs at {size} px ({decoded:.2f} GB decoded), one epoch of "
+            f"batch 32 + augmentation, {os.cpu_count()} cores (generated in {made:.0f} s)\n"
+        )
         print("| path | load s | epoch s | images/s (epoch) | peak memory GB (with workers) |")
         print("|---|---:|---:|---:|---:|")
         for mode in ("memory", "stream"):
             r, peak = peak_memory_of([sys.executable, "-c", EPOCH, str(root), str(size), mode])
             name = "in memory (decoded once)" if mode == "memory" else "streamed (DataLoader workers)"
-            print(f"| {name} | {r['load_s']:.1f} | {r['epoch_s']:.1f} | {r['images'] / r['epoch_s']:,.0f} "
-                  f"| {peak:.2f} |")  # fmt: skip
+            print(
+                f"| {name} | {r['load_s']:.1f} | {r['epoch_s']:.1f} | {r['images'] / r['epoch_s']:,.0f} | {peak:.2f} |"
+            )
 
 
 def processes() -> None:
     if not (ROOT / "data/index/train.csv").exists():
         raise SystemExit("error: data/index not found; run `dvc repro split` first")
     cores = os.cpu_count() or 1
-    print(f"\n### 1 against 2 training processes on SIGNS ({cores} cores shared out: OMP_NUM_THREADS = cores / "
-          "processes)\n")  # fmt: skip
+    print(
+        f"\n### 1 against 2 training processes on SIGNS ({cores} cores shared out: OMP_NUM_THREADS = cores / "
+        "processes)\n"
+    )
     print("| processes | train s | best epoch | test accuracy | test errors |")
     print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="handsigns-procs-") as tmp:
@@ -143,11 +148,14 @@ def processes() -> None:
             workdir = make_workdir(Path(tmp) / f"nproc{nproc}", [f"nproc={nproc}"])
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // nproc))}
             for stage in ("train", "evaluate"):
-                subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, check=True,
-                               stdout=subprocess.DEVNULL)  # fmt: skip
+                subprocess.run(
+                    [sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL
+                )
             r = results(workdir)
-            print(f"| {nproc} | {r['seconds']:.1f} | {r['best_epoch']} | {r['test']['accuracy']:.4f} | "
-                  f"{r['test_errors']}/{r['test_images']} |")  # fmt: skip
+            print(
+                f"| {nproc} | {r['seconds']:.1f} | {r['best_epoch']} | {r['test']['accuracy']:.4f} | "
+                f"{r['test_errors']}/{r['test_images']} |"
+            )
 
 
 def main() -> None:

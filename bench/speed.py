@@ -41,10 +41,18 @@ from seeds import ROOT, apply_overrides, make_workdir, results, run_stage
 # The notes' recipe as params.yaml overrides: their Net (no batch norm, no dropout), SGD lr 0.001 momentum 0.9,
 # batch 32, no augmentation, schedule, weight decay or label smoothing.
 NOTES_RECIPE = [
-    "train.optimizer=sgd", "lr=0.001", "train.momentum=0.9", "batch_size=32", "model.batchnorm=false",
-    "model.dropout=0", "train.augment=false", "train.schedule=none", "train.weight_decay=0",
-    "train.label_smoothing=0", "train.min_steps=0",
-]  # fmt: skip
+    "train.optimizer=sgd",
+    "lr=0.001",
+    "train.momentum=0.9",
+    "batch_size=32",
+    "model.batchnorm=false",
+    "model.dropout=0",
+    "train.augment=false",
+    "train.schedule=none",
+    "train.weight_decay=0",
+    "train.label_smoothing=0",
+    "train.min_steps=0",
+]
 LOOP_EPOCHS = 3
 TARGETS = {"loop_ratio": 2.0, "stage_ratio": 6.0, "noop_repro_s": 3.0, "predict_p50_ms": 2.0}
 
@@ -149,23 +157,42 @@ def table(r: dict) -> str:
     notes_accuracy = b.get("notes_recipe", {}).get("test_accuracy", "not run (--quick)")
     rows = [
         ("(a) notes' loop, images/s", f"{a['notes_images_per_s']:.0f}", ""),
-        (f"(a) this pipeline's loop, same net/batch/SGD ({a['precision']})", f"{a['pipeline_images_per_s']:.0f}",
-         against("loop_ratio", f"{a['ratio']:.2f}x (target >= {TARGETS['loop_ratio']:g}x)")),
+        (
+            f"(a) this pipeline's loop, same net/batch/SGD ({a['precision']})",
+            f"{a['pipeline_images_per_s']:.0f}",
+            against("loop_ratio", f"{a['ratio']:.2f}x (target >= {TARGETS['loop_ratio']:g}x)"),
+        ),
         ("(a) this pipeline's loop, fp32", f"{a['pipeline_fp32_images_per_s']:.0f}", f"{a['ratio_fp32']:.2f}x"),
-        ("(b) notes' 100-epoch recipe, s (images/s x 100 epochs)", f"{b['notes_100_epochs_s']:.0f}",
-         f"test accuracy {notes_accuracy} (through this pipeline)"),
-        (f"(b) default train stage, s ({d['epochs_run']} epochs, {d['precision']})", f"{d['stage_seconds']:.1f}",
-         against("stage_ratio", f"{b['ratio']:.1f}x faster (target >= {TARGETS['stage_ratio']:g}x)")
-         + f"; test accuracy {d['test_accuracy']}"),
+        (
+            "(b) notes' 100-epoch recipe, s (images/s x 100 epochs)",
+            f"{b['notes_100_epochs_s']:.0f}",
+            f"test accuracy {notes_accuracy} (through this pipeline)",
+        ),
+        (
+            f"(b) default train stage, s ({d['epochs_run']} epochs, {d['precision']})",
+            f"{d['stage_seconds']:.1f}",
+            against("stage_ratio", f"{b['ratio']:.1f}x faster (target >= {TARGETS['stage_ratio']:g}x)")
+            + f"; test accuracy {d['test_accuracy']}",
+        ),
         ("(c) default: s to val accuracy 0.95 / 0.97", f"{d['to_val_0.95_s']} / {d['to_val_0.97_s']}", ""),
-        ("(d) no-op `dvc repro`, s", str(r["noop_repro_s"]),
-         against("noop_repro_s", f"target <= {TARGETS['noop_repro_s']:g}")),
-        ("(e) predict, ONNX batch 1: p50 / p99 ms", f"{e['batch1_p50_ms']} / {e['batch1_p99_ms']}",
-         against("predict_p50_ms", f"p50 target <= {TARGETS['predict_p50_ms']:g}")),
+        (
+            "(d) no-op `dvc repro`, s",
+            str(r["noop_repro_s"]),
+            against("noop_repro_s", f"target <= {TARGETS['noop_repro_s']:g}"),
+        ),
+        (
+            "(e) predict, ONNX batch 1: p50 / p99 ms",
+            f"{e['batch1_p50_ms']} / {e['batch1_p99_ms']}",
+            against("predict_p50_ms", f"p50 target <= {TARGETS['predict_p50_ms']:g}"),
+        ),
         ("(e) predict, ONNX batch 64: images/s", f"{e['batch64_images_per_s']:.0f}", ""),
-    ]  # fmt: skip
-    head = [f"`make bench` on {r['machine']} ({r['date']})", "", "| measure | value | against the target |",
-            "|---|---:|---|"]  # fmt: skip
+    ]
+    head = [
+        f"`make bench` on {r['machine']} ({r['date']})",
+        "",
+        "| measure | value | against the target |",
+        "|---|---:|---|",
+    ]
     return "\n".join(head + [f"| {m} | {v} | {t} |" for m, v, t in rows]) + "\n"
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from handsigns.neardup import candidate_pairs, max_distance, near_pairs
 from handsigns.params.data import DataParams
-from handsigns.split import build_index, candidate_pairs, discover, max_distance, near_pairs, read_images
+from handsigns.split import build_index, discover, read_images, readable
 
 CLASSES = 10
 SIZE = 24
@@ -71,7 +72,7 @@ def brute_force_pairs(hashes: np.ndarray, max_dist: int, block: int = 1024) -> l
     """All pairs i < j within ``max_dist``, by computing every distance (bits as floats, one matmul a block)."""
     bits = np.unpackbits(hashes, axis=1).astype(np.float32)
     inv = 1.0 - bits
-    out = []
+    out: list[tuple[int, int, int]] = []
     for start in range(0, len(bits), block):
         b = bits[start : start + block]
         dist = b @ inv.T + (1.0 - b) @ bits.T  # Hamming distance = ones where exactly one bit is set
@@ -88,12 +89,10 @@ def hashes_of(raw: Path) -> np.ndarray:
     """The hashes near_pairs() sees inside build_index(): one per distinct file content, in path order."""
     items, _ = discover(raw)
     read_images(raw, items)
-    kept = [i for i, it in enumerate(items) if not it.reason]
-    by_sha: dict[str, int] = {}
-    for i in kept:
-        by_sha.setdefault(items[i].sha256, i)
-    reps = sorted(by_sha.values())
-    return np.stack([items[i].hash for i in reps])
+    firsts: dict[str, np.ndarray] = {}
+    for im in readable(raw, items):
+        firsts.setdefault(im.sha256, im.hash)
+    return np.stack(list(firsts.values()))
 
 
 def count_candidates(hashes: np.ndarray, max_dist: int) -> int:
@@ -121,8 +120,8 @@ def main() -> None:
         shutil.rmtree(warm)
 
         print(f"\nbest of {args.repeat} runs. index s: build_index() in all; near_pairs s: that function alone on")
-        print("the same hashes; candidates: pairs sharing a hash chunk, which near_pairs compares (about")
-        print("N^2 / 2 * 18 / 2^14 for independent bits: linear only while the 2^14 buckets are sparse)\n")
+        print("the same hashes; candidates: pairs sharing a hash chunk, which near_pairs compares (they grow")
+        print("as N^2: src/handsigns/neardup.py's docstring has the figure this table measures)\n")
 
         print(
             f"{'N':>7} {'index s':>8} {'s/1000':>7} {'near_pairs s':>12} {'candidates':>11} "

@@ -3,8 +3,9 @@
 Outputs: data/raw/ (the extracted data set) and data/provenance.json (source, sha256, files, bytes).
 """
 
-from handsigns.download import Limits, materialise
+from handsigns.download import materialise
 from handsigns.errors import run_main
+from handsigns.extract import Limits
 from handsigns.files import write_json
 from handsigns.params import load
 from handsigns.params.data import DataParams

@@ -12,7 +12,7 @@ from handsigns.errors import UserError, run_main
 from handsigns.evaluate import evaluate_split, gallery
 from handsigns.files import atomic_path, write_json
 from handsigns.params import load
-from handsigns.params.data import DataParams
+from handsigns.params.memory import MemoryParams
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST, EVAL_DETAILS, EVAL_METRICS, INDEX
 
@@ -25,7 +25,7 @@ def main() -> None:
         raise UserError(f"{INDEX}/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
     results, per_class, predictions = {}, {}, {}
     names = ("val", "test")
-    budget = load(DataParams).memory_budget_gb
+    budget = load(MemoryParams).budget_gb
     splits = dict(zip(names, load_splits(names, ckpt["model"]["image_size"], classes, budget, "evaluate"), strict=True))
     for name, split in splits.items():  # everything computed before anything is written
         if len(split) == 0:

@@ -14,7 +14,7 @@ from handsigns.errors import UserError, run_main
 from handsigns.export import check_committed, export_verified
 from handsigns.files import sha256_file
 from handsigns.params import load
-from handsigns.params.data import DataParams
+from handsigns.params.memory import MemoryParams
 from handsigns.paths import BEST, EVAL_METRICS, INDEX, MODELS, ONNX
 
 VERIFY_IMAGES = 1024  # the first test images (all of SIGNS's 120): parity holds or fails on a few hundred
@@ -23,7 +23,7 @@ VERIFY_IMAGES = 1024  # the first test images (all of SIGNS's 120): parity holds
 def main(check_only: bool) -> None:
     model, ckpt = load_model(BEST)
     size = ckpt["model"]["image_size"]
-    (test,) = load_splits(("test",), size, ckpt["classes"], load(DataParams).memory_budget_gb, "export")
+    (test,) = load_splits(("test",), size, ckpt["classes"], load(MemoryParams).budget_gb, "export")
     pixels = test.images[:VERIFY_IMAGES]
     if check_only:
         check = check_committed(model, ckpt["classes"], pixels)

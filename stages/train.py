@@ -13,10 +13,10 @@ from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import run_main
 from handsigns.files import write_json
 from handsigns.params import load
-from handsigns.params.data import DataParams
+from handsigns.params.memory import MemoryParams
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import CURVES, FINGERPRINT, RESUME, RUNTIME, TRAIN_METRICS
-from handsigns.train import fit, plan_epochs, say
+from handsigns.train import fit, plan_epochs
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     if world.distributed:
         distributed.die_with_parent()
     classes = read_classes()
-    budget = load(DataParams).memory_budget_gb
+    budget = load(MemoryParams).budget_gb
     train, val = load_splits(("train", "val"), recipe.model.image_size, classes, budget, "train")
     epochs, steps = plan_epochs(recipe, len(train))
     raised = (
@@ -39,8 +39,8 @@ def main() -> None:
         else ""
     )
     processes = f" on each of {world.size} processes" if world.distributed else ""
-    say(world, f"train: {len(train)} train / {len(val)} val images, {len(classes)} classes, "
-               f"{recipe.model.image_size}px, {epochs} epochs of {steps} steps{processes}{raised}")  # fmt: skip
+    images = f"{len(train)} train / {len(val)} val images, {len(classes)} classes, {recipe.model.image_size}px"
+    world.say(f"train: {images}, {epochs} epochs of {steps} steps{processes}{raised}")
     if not world.main:  # rank 0 alone writes curves, checkpoints and metrics
         fit(recipe, classes, train, val, resume_path=RESUME)
         return

@@ -1,4 +1,5 @@
-"""Shared fixtures: generated images, the real SIGNS zip, and running a stage script in a temp project."""
+"""Shared fixtures: generated images, the real SIGNS zip, temp projects, running things (`run`, `dvc`,
+`run_stage`) and one tiny exported model for the tests that need some model (`tiny_model`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,20 @@ TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "train": {"min_steps": 0},  # exactly `epochs` epochs
     "evaluate": {"batch_size": 64},
 }
+
+
+def random_split(n: int, seed: int = 0, classes: int = 2, size: int = 16):
+    """A :class:`handsigns.dataset.Split` of ``n`` random ``size`` px images, labels cycling over ``classes``:
+    the in-process training tests' data (each seed other pixels and other file hashes)."""
+    import torch
+
+    from handsigns.dataset import Split
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    paths = [f"{i}.png" for i in range(n)]
+    return Split("x", images, torch.arange(n) % classes, paths, [f"{seed}:{p}" for p in paths])
+
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
 
@@ -128,44 +145,36 @@ def make_project(
             params[key] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if git:
-        for cmd in (
-            ["git", "init", "-q"],
-            ["git", "config", "user.email", "test@example.invalid"],
-            ["git", "config", "user.name", "test"],
-            [DVC, "init", "-q"],
-            [DVC, "config", "core.analytics", "false"],
-            ["git", "add", "-A"],
-            ["git", "commit", "-qm", "project"],
-        ):
-            run(cmd, dest)
+        run(["git", "init", "-q"], dest)
+        run(["git", "config", "user.email", "test@example.invalid"], dest)
+        run(["git", "config", "user.name", "test"], dest)
+        dvc(dest, "init", "-q")
+        dvc(dest, "config", "core.analytics", "false")
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "project"], dest)
     return dest
 
 
 def project_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess: the venv first on PATH (dvc.yaml's `python` is the venv's),
+    DVC's analytics off, no .pyc files written into the project; then ``extra``. For what must run alongside
+    the test (``subprocess.Popen``); what the test waits for goes through :func:`run`."""
     env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # dvc.yaml's `python` is the venv's
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({"DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}, **extra)
     return env
 
 
-def run_stage(project: Path, stage: str, *, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    """Run ``stages/<stage>.py`` with this interpreter in ``project``; never raises on a non-zero exit."""
-    return subprocess.run(
-        [sys.executable, f"stages/{stage}.py"],
-        cwd=project,
-        env=project_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+# Running things: `run` for any program (git, make, `python -m handsigns.cli`, `python -c`), `dvc` for DVC and
+# `run_stage` for one stage script. Each waits, captures text output, and with ``check`` fails the test with
+# the command's exit status and the tail of its output.
 
 
 def run(
-    cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+    cmd: list[str], cwd: Path, *, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in ``cwd`` with the venv first on PATH (and ``env`` added); with ``check``, fail the test
-    with its output."""
+    """Run ``cmd`` in ``cwd`` in :func:`project_env` (unbuffered; ``env`` added) and wait for it, at most
+    ``timeout`` s. With ``check`` (the default) a non-zero exit fails the test with the command's output."""
     proc = subprocess.run(
         cmd,
         cwd=cwd,
@@ -180,9 +189,20 @@ def run(
     return proc
 
 
-def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``stages/<name>.py`` in ``cwd``; with ``check``, fail the test unless it succeeds."""
-    return run([sys.executable, f"stages/{name}.py"], cwd, check=check)
+def dvc(
+    cwd: Path, *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``dvc ARGS`` in ``cwd`` with the environment's own dvc (:data:`DVC`): :func:`run` otherwise."""
+    return run([DVC, *args], cwd, check=check, timeout=timeout, env=env)
+
+
+def run_stage(
+    project: Path, name: str, *, check: bool = False, timeout: float = 900, **env: str
+) -> subprocess.CompletedProcess:
+    """``python stages/<name>.py`` in ``project`` with this interpreter, as `dvc repro` runs it (keywords:
+    environment variables to set): :func:`run` otherwise, except that by default a failure is returned, not
+    raised, for the test to read its exit status and error line; ``check=True`` fails the test instead."""
+    return run([sys.executable, f"stages/{name}.py"], project, check=check, timeout=timeout, env=env)
 
 
 def assert_user_error_exit(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -218,3 +238,83 @@ def colour_dataset(root: Path, classes: int = 3, per_class: int = 30, size: int 
             img[y : y + size // 2, x : x + size // 2] = palette[k % len(palette)]
             Image.fromarray(img).save(d / f"{k}_{i:03d}.png")
     return root
+
+
+SIGNS_ZIP = REPO / "datasets/64x64_SIGNS.zip"
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """The model stages' outputs of a tiny run, laid out as in a project under ``root``: data/raw/ (the SIGNS
+    photos), models/ (best.pt and its export: model.safetensors, model.onnx, model.json) and
+    metrics/eval/predictions_test.csv (evaluate's table of the test photos, paths relative to data/raw)."""
+
+    root: Path
+    classes: list[str]
+    photos: dict[str, list[Path]]  # "train", "test": the photos it was trained on and checked on
+
+    @property
+    def best(self) -> Path:
+        return self.root / "models/best.pt"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "models/model.onnx"
+
+    @property
+    def safetensors(self) -> Path:
+        return self.root / "models/model.safetensors"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "models/model.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """Some exported model, for every test that needs one but not a particular one (predict, serve, starting
+    weights): trained once a session, in process (seconds, no stage subprocesses), with the TINY recipe (16 px,
+    2 epochs) on every 20th train and every 10th test photo of the shipped SIGNS zip (54 + 12, six classes),
+    the test photos standing in for val; then scored by evaluate's code and exported by the export stage's
+    (``export_verified``: ONNX Runtime checked against PyTorch on the test photos). Shared: read it, never
+    change it; a test that edits a file copies it first."""
+    import torch
+
+    from handsigns import checkpoint
+    from handsigns.dataset import Split, decode_all
+    from handsigns.evaluate import evaluate_split
+    from handsigns.export import export_verified
+    from handsigns.files import sha256_file
+    from handsigns.params import build
+    from handsigns.params.recipe import RecipeParams
+    from handsigns.train import fit
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    raw = root / "data/raw"
+    with zipfile.ZipFile(SIGNS_ZIP) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
+        picked = {
+            s: [n for n in names if f"/{s}_signs/" in n][:: 20 if s == "train" else 10] for s in ("train", "test")
+        }
+        for name in picked["train"] + picked["test"]:
+            zf.extract(name, raw)
+    classes = list("012345")  # SIGNS names each photo by its class: 64x64_SIGNS/test_signs/0_IMG_5942.jpg
+    recipe = build(RecipeParams, TINY)
+    size = recipe.model.image_size
+
+    def split(name: str, files: list[str]) -> Split:
+        labels = torch.tensor([classes.index(Path(f).name[0]) for f in files])
+        return Split(
+            name, decode_all([raw / f for f in files], size), labels, files, [sha256_file(raw / f) for f in files]
+        )
+
+    train, test = split("train", picked["train"]), split("test", picked["test"])
+    models = root / "models"
+    fit(recipe, classes, train, test, best_path=models / "best.pt")
+    module, ckpt = checkpoint.load_model(models / "best.pt")
+    metrics, _, predictions = evaluate_split(module, test, classes, 64)
+    (root / "metrics/eval").mkdir(parents=True)
+    predictions.to_csv(root / "metrics/eval/predictions_test.csv", index=False, lineterminator="\n")
+    summary = {s: {k: metrics[k] for k in ("accuracy", "loss", "macro_f1")} for s in ("val", "test")}
+    export_verified(module, ckpt, size, test.images, summary, {}, models)
+    return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in picked.items()})

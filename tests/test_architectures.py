@@ -1,5 +1,5 @@
 """torchvision architectures, starting weights (model.weights, train.init_from), freezing, and the Python API:
-in process on tiny tensors, weights the tests make and save themselves (no internet)."""
+in process on tiny tensors, weights the tests make and save themselves or conftest's tiny_model (no internet)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 import torchvision
 
 from handsigns import Predictor, checkpoint
-from handsigns.dataset import Split
 from handsigns.errors import UserError
 from handsigns.files import sha256_file
 from handsigns.model import Net, Torchvision, build_net, head
@@ -21,22 +20,19 @@ from handsigns.params.recipe import ModelParams, RecipeParams
 from handsigns.pretrained import start_from
 from handsigns.train import backbone_and_head, fit, make_optimizer, make_scheduler
 
-from conftest import DVC, TINY, colour_dataset, make_project, run
+from conftest import TINY, colour_dataset, dvc, make_project, random_split, run
 
 ARCHS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
 
-def split(n: int, size: int = 32, seed: int = 0, classes: int = 2) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    paths = [f"{i}.png" for i in range(n)]
-    return Split("x", images, torch.arange(n) % classes, paths, [f"{seed}:{p}" for p in paths])
-
-
-@pytest.mark.parametrize("arch", ARCHS)
+# Trains its own models: each architecture's, twice (conftest's tiny_model is the notes' net).
+# The fast loop keeps the lightest; the other two run with the slow tests.
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=[] if a == "mobilenet_v3_small" else pytest.mark.slow) for a in ARCHS]
+)
 def test_each_architecture_trains_to_the_same_bytes_twice_and_its_checkpoint_rebuilds(arch, tmp_path):
     recipe = build(RecipeParams, {**TINY, "epochs": 1, "batch_size": 8, "model": {"arch": arch, "image_size": 32}})
-    train, val = split(16), split(8, seed=1)
+    train, val = random_split(16, size=32), random_split(8, seed=1, size=32)
     for name in ("a.pt", "b.pt"):
         fit(recipe, ["x", "y"], train, val, best_path=tmp_path / name)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()  # byte-identical reruns on the CPU
@@ -49,8 +45,11 @@ def test_each_architecture_trains_to_the_same_bytes_twice_and_its_checkpoint_reb
 def test_heads_are_the_last_layer_sized_to_the_classes():
     assert head(Net(3)) == "fc2"
     names = {a: head(build_net(5, ModelParams(arch=a, image_size=32))) for a in ARCHS}
-    assert names == {"resnet18": "body.fc", "mobilenet_v3_small": "body.classifier.3",
-                     "efficientnet_b0": "body.classifier.1"}  # fmt: skip
+    assert names == {
+        "resnet18": "body.fc",
+        "mobilenet_v3_small": "body.classifier.3",
+        "efficientnet_b0": "body.classifier.1",
+    }
 
 
 @pytest.mark.filterwarnings("ignore:The default weight initialization of inception_v3:FutureWarning")
@@ -61,22 +60,28 @@ def test_an_unknown_architecture_or_too_small_an_image_is_one_clear_error():
         build_net(2, ModelParams(arch="inception_v3", image_size=16))
 
 
-def saved_run(tmp_path, classes: list[str]) -> tuple[str, str]:
-    """A best.pt of a short run on ``classes``: (path, sha256)."""
-    recipe = build(RecipeParams, {**TINY, "epochs": 1})
-    path = tmp_path / "signs.pt"
-    fit(recipe, classes, split(12, 16, classes=len(classes)), split(6, 16, 1, len(classes)), best_path=path)
-    return str(path), sha256_file(path)
+# Starting weights: conftest's tiny_model, the TINY net (16 px, 4 channels) trained on the six SIGNS classes
+# "0".."5" (its best.pt and the model.safetensors of its export), as SIGNS runs start new ones.
 
 
-def test_init_from_maps_the_classes_by_name_and_gives_new_ones_a_fresh_head(tmp_path, capsys):
-    path, digest = saved_run(tmp_path, ["0", "1", "2"])
-    source = checkpoint.load(tmp_path / "signs.pt")["state_dict"]
+def saved_run(tiny_model) -> tuple[str, str]:
+    """The tiny model's best.pt: (path, sha256)."""
+    return str(tiny_model.best), sha256_file(tiny_model.best)
+
+
+def test_init_from_maps_the_classes_by_name_and_gives_new_ones_a_fresh_head(tiny_model, capsys):
+    path, digest = saved_run(tiny_model)
+    source = checkpoint.load(tiny_model.best)["state_dict"]
     net = build_net(3, ModelParams(**TINY["model"]))
     fresh = net.fc2.weight.detach().clone()
     record = start_from(net, ["2", "0", "fist"], path, digest, "train.init_from", "train.init_from_sha256")
-    assert record == {"param": "train.init_from", "source": path, "sha256": digest, "classes_carried": 2,
-                      "classes_fresh": 1}  # fmt: skip
+    assert record == {
+        "param": "train.init_from",
+        "source": path,
+        "sha256": digest,
+        "classes_carried": 2,
+        "classes_fresh": 1,
+    }
     assert torch.equal(net.conv1.weight, source["conv1.weight"])  # the backbone: as trained
     assert torch.equal(net.fc2.weight[0], source["fc2.weight"][2])  # "2" from its old row
     assert torch.equal(net.fc2.weight[1], source["fc2.weight"][0])  # "0" likewise
@@ -84,8 +89,8 @@ def test_init_from_maps_the_classes_by_name_and_gives_new_ones_a_fresh_head(tmp_
     assert "head fc2: 2 of 3 classes carried over, 1 fresh" in capsys.readouterr().out
 
 
-def test_init_from_needs_its_sha256_pinned_and_matching(tmp_path):
-    path, digest = saved_run(tmp_path, ["0", "1"])
+def test_init_from_needs_its_sha256_pinned_and_matching(tiny_model):
+    path, digest = saved_run(tiny_model)
     net = build_net(2, ModelParams(**TINY["model"]))
     with pytest.raises(UserError, match=f"train.init_from_sha256 is null; pin .*: train.init_from_sha256: {digest}"):
         start_from(net, ["0", "1"], path, None, "train.init_from", "train.init_from_sha256")
@@ -93,8 +98,8 @@ def test_init_from_needs_its_sha256_pinned_and_matching(tmp_path):
         start_from(net, ["0", "1"], path, "0" * 64, "train.init_from", "train.init_from_sha256")
 
 
-def test_weights_that_do_not_fit_are_named_and_a_foreign_file_refused(tmp_path):
-    path, digest = saved_run(tmp_path, ["0", "1"])
+def test_weights_that_do_not_fit_are_named_and_a_foreign_file_refused(tiny_model, tmp_path):
+    path, digest = saved_run(tiny_model)
     wider = build_net(2, ModelParams(image_size=16, num_channels=8))
     with pytest.raises(UserError, match=r"does not fit this model: 'conv1.weight' is \(4, 3, 3, 3\), the model's"):
         start_from(wider, ["0", "1"], path, digest, "train.init_from", "train.init_from_sha256")
@@ -112,24 +117,28 @@ def test_pretrained_torchvision_weights_from_a_file_keep_the_backbone_and_replac
     imagenet = torchvision.models.resnet18(num_classes=1000)
     torch.save(imagenet.state_dict(), tmp_path / "resnet18.pth")
     net = build_net(4, ModelParams(arch="resnet18", image_size=32))
-    record = start_from(net, list("abcd"), str(tmp_path / "resnet18.pth"), sha256_file(tmp_path / "resnet18.pth"),
-                        "model.weights", "model.weights_sha256")  # fmt: skip
+    record = start_from(
+        net,
+        list("abcd"),
+        str(tmp_path / "resnet18.pth"),
+        sha256_file(tmp_path / "resnet18.pth"),
+        "model.weights",
+        "model.weights_sha256",
+    )
     assert torch.equal(net.body.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
     assert net.body.fc.weight.shape == (4, 512) and record["classes_fresh"] == 4
 
 
-def test_weights_from_a_url_are_downloaded_once_and_checked(tmp_path, monkeypatch):
-    """A real HTTP server on 127.0.0.1 serves a model.safetensors; the pin is checked after the download."""
+def test_weights_from_a_url_are_downloaded_once_and_checked(tiny_model, tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 serves an export's model.safetensors; the pin is checked after the
+    download."""
     import functools
     import http.server
     import threading
 
-    from handsigns.export import save_safetensors
-
-    saved_run(tmp_path, ["0", "1"])
-    model, ckpt = checkpoint.load_model(tmp_path / "signs.pt")
+    bias = checkpoint.load(tiny_model.best)["state_dict"]["fc2.bias"]
     (tmp_path / "www").mkdir()
-    save_safetensors(model, tmp_path / "www/model.safetensors", {"classes": ckpt["classes"], "image_size": 16})
+    shutil.copy(tiny_model.safetensors, tmp_path / "www/model.safetensors")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -143,30 +152,33 @@ def test_weights_from_a_url_are_downloaded_once_and_checked(tmp_path, monkeypatc
         record = start_from(net, ["0", "1"], url, digest, "train.init_from", "train.init_from_sha256")
     finally:
         server.shutdown()
-    assert record["classes_carried"] == 2 and torch.equal(net.fc2.bias, ckpt["state_dict"]["fc2.bias"])
+    assert record["classes_carried"] == 2 and torch.equal(net.fc2.bias, bias[:2])  # "0", "1"
     assert len(list((tmp_path / "hub/handsigns").glob("*.done"))) == 1  # cached where torch keeps weights
 
 
-def test_a_run_starts_from_model_safetensors_too(tmp_path):
-    from handsigns.export import save_safetensors
-
-    saved_run(tmp_path, ["0", "1"])
-    model, ckpt = checkpoint.load_model(tmp_path / "signs.pt")
-    save_safetensors(model, tmp_path / "model.safetensors", {"classes": ckpt["classes"], "image_size": 16})
+def test_a_run_starts_from_model_safetensors_too(tiny_model):
+    bias = checkpoint.load(tiny_model.best)["state_dict"]["fc2.bias"]
     net = build_net(2, ModelParams(**TINY["model"]))
-    safetensors = tmp_path / "model.safetensors"
+    safetensors = tiny_model.safetensors
     record = start_from(net, ["1", "0"], str(safetensors), sha256_file(safetensors), "train.init_from", "x")
-    assert record["classes_carried"] == 2 and torch.equal(net.fc2.bias, ckpt["state_dict"]["fc2.bias"].flip(0))
+    assert record["classes_carried"] == 2 and torch.equal(net.fc2.bias, bias[[1, 0]])
 
 
-def test_freeze_epochs_train_only_the_head_and_backbone_lr_scale_gives_two_groups(tmp_path):
-    path, digest = saved_run(tmp_path, ["0", "1"])
-    recipe = build(RecipeParams, {**TINY, "epochs": 1, "train": {"min_steps": 0, "freeze_epochs": 1,
-                                  "init_from": path, "init_from_sha256": digest}})  # fmt: skip
-    fit(recipe, ["0", "1"], split(12, 16), split(6, 16, 1), best_path=tmp_path / "frozen.pt")
-    before, after = checkpoint.load(tmp_path / "signs.pt"), checkpoint.load(tmp_path / "frozen.pt")
+def test_freeze_epochs_train_only_the_head_and_backbone_lr_scale_gives_two_groups(tiny_model, tmp_path):
+    path, digest = saved_run(tiny_model)
+    recipe = build(
+        RecipeParams,
+        {
+            **TINY,
+            "epochs": 1,
+            "train": {"min_steps": 0, "freeze_epochs": 1, "init_from": path, "init_from_sha256": digest},
+        },
+    )
+    fit(recipe, ["0", "1"], random_split(12), random_split(6, seed=1), best_path=tmp_path / "frozen.pt")
+    before, after = checkpoint.load(tiny_model.best), checkpoint.load(tmp_path / "frozen.pt")
     assert torch.equal(after["state_dict"]["conv2.weight"], before["state_dict"]["conv2.weight"])  # frozen
-    assert not torch.equal(after["state_dict"]["fc2.weight"], before["state_dict"]["fc2.weight"])  # trained
+    carried = before["state_dict"]["fc2.weight"][:2]  # the rows of "0" and "1", where the head started
+    assert not torch.equal(after["state_dict"]["fc2.weight"], carried)  # trained
     assert after["start"]["sha256"] == digest  # the checkpoint (and so the card) names its start
 
     scaled = build(RecipeParams, {"lr": 0.01, "train": {"backbone_lr_scale": 0.1}})
@@ -184,17 +196,22 @@ def test_model_weights_and_init_from_together_are_refused():
 
 
 # ------------------------------------------------------------------------------- through the real pipeline
+# Each trains through the stages: every architecture in turn; a new project starting from tiny_model's best.pt.
 
 
 @pytest.mark.slow
 def test_each_architecture_through_dvc_exp_run_trains_evaluates_exports_and_predicts(tmp_path):
     source = colour_dataset(tmp_path / "source", per_class=16, size=32)
-    repo = make_project(tmp_path / "repo", {"source": str(source)},
-                        overrides={**TINY, "epochs": 1, "model": {"image_size": 32}}, git=True)  # fmt: skip
-    run([DVC, "repro", "split"], repo)
+    repo = make_project(
+        tmp_path / "repo",
+        {"source": str(source)},
+        overrides={**TINY, "epochs": 1, "model": {"image_size": 32}},
+        git=True,
+    )
+    dvc(repo, "repro", "split")
     image = next((repo / "data/raw/class_1").iterdir())
     for arch in ARCHS:
-        out = run([DVC, "exp", "run", "-S", f"model.arch={arch}"], repo).stdout
+        out = dvc(repo, "exp", "run", "-S", f"model.arch={arch}").stdout
         assert "export: models/model.onnx verified on" in out, out  # ONNX Runtime agrees with PyTorch
         card = json.loads((repo / "models/model.json").read_text())
         assert card["architecture"]["arch"] == arch
@@ -204,23 +221,22 @@ def test_each_architecture_through_dvc_exp_run_trains_evaluates_exports_and_pred
 
 
 @pytest.mark.slow
-def test_fine_tuning_a_run_onto_new_photos_through_dvc(tmp_path):
-    """SIGNS-style: a first project's best.pt starts a second one on other data with one class more; the card
-    names the start, and DVC re-trains when the pin changes."""
-    first = make_project(tmp_path / "first", {"source": str(colour_dataset(tmp_path / "a", classes=2, size=20))},
-                         overrides={**TINY, "epochs": 2}, git=True)  # fmt: skip
-    run([DVC, "repro", "train"], first)
+def test_fine_tuning_a_run_onto_new_photos_through_dvc(tiny_model, tmp_path):
+    """SIGNS-style: a SIGNS run's best.pt (conftest's tiny_model) starts a project on other photos of two of its
+    classes and a new one; the card names the start, and DVC re-trains when the pin changes."""
     start = tmp_path / "start.pt"
-    shutil.copy(first / "models/best.pt", start)
+    shutil.copy(tiny_model.best, start)
+    photos = colour_dataset(tmp_path / "photos", classes=3, size=20, seed=1)
+    for old, new in (("class_0", "0"), ("class_1", "1"), ("class_2", "fist")):
+        (photos / old).rename(photos / new)
     train = {"min_steps": 0, "init_from": str(start), "init_from_sha256": sha256_file(start), "freeze_epochs": 1}
-    second = make_project(tmp_path / "second", {"source": str(colour_dataset(tmp_path / "b", classes=3, size=20,
-                          seed=1))}, overrides={**TINY, "epochs": 2, "train": train}, git=True)  # fmt: skip
-    out = run([DVC, "repro"], second).stdout
+    second = make_project(tmp_path / "second", {"source": str(photos)}, overrides={**TINY, "train": train}, git=True)
+    out = dvc(second, "repro").stdout
     assert "head fc2: 2 of 3 classes carried over, 1 fresh" in out and "the backbone is frozen" in out
     card = json.loads((second / "models/model.json").read_text())
     assert card["start"]["sha256"] == sha256_file(start) and card["start"]["source"] == str(start)
-    assert run([DVC, "status", "train"], second).stdout.strip().endswith("up to date.")
+    assert dvc(second, "status", "train").stdout.strip().endswith("up to date.")
     params = second / "params.yaml"
     params.write_text(params.read_text().replace(sha256_file(start), "0" * 64))  # another pin: another start
-    status = run([DVC, "status", "train"], second).stdout
+    status = dvc(second, "status", "train").stdout
     assert "modified:           train" in status, status  # the train section, where the pin lives

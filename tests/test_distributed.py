@@ -18,7 +18,7 @@ from handsigns.distributed import World
 from handsigns.errors import UserError
 from handsigns.params.recipe import RecipeParams
 
-from conftest import DVC, TINY, colour_dataset, make_project, project_env, run
+from conftest import TINY, colour_dataset, dvc, make_project, project_env
 
 # ------------------------------------------------------------------------------------------------ fast
 
@@ -112,8 +112,8 @@ def test_two_gloo_processes_through_dvc_repro_train_a_model_single_process_evalu
     source = colour_dataset(tmp_path / "source", per_class=40, size=24)
     single = make_project(tmp_path / "single", {"source": str(source)}, overrides=DDP, git=True)
     double = make_project(tmp_path / "double", {"source": str(source)}, overrides={**DDP, "nproc": 2}, git=True)
-    run([DVC, "repro"], single)
-    out = run([DVC, "repro"], double).stdout
+    dvc(single, "repro")
+    out = dvc(double, "repro").stdout
     assert "train: 2 processes" in out and "on each of 2 processes" in out
     assert out.count("epoch   1/") == 1  # rank 0 alone logs
     runtime_2 = json.loads((double / "metrics/runtime.json").read_text())
@@ -137,11 +137,17 @@ def test_two_nodes_meet_at_node_0_and_node_0_writes(tmp_path):
     overrides = {**DDP, "dist": {"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"}}
     node0 = make_project(tmp_path / "node0", {"source": str(source)}, overrides=overrides, git=True)
     node1 = make_project(tmp_path / "node1", {"source": str(source)}, overrides=overrides, git=True)
-    run([DVC, "repro", "split"], node1)
-    second = subprocess.Popen([sys.executable, "stages/train.py"], cwd=node1, env=project_env(NODE_RANK="1"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    first = subprocess.run([DVC, "repro"], cwd=node0, env=project_env(NODE_RANK="0"),
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    dvc(node1, "repro", "split")
+    # node 1's train stage runs alongside node 0's `dvc repro` (so not through run_stage, which waits)
+    second = subprocess.Popen(
+        [sys.executable, "stages/train.py"],
+        cwd=node1,
+        env=project_env(NODE_RANK="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first = dvc(node0, "repro", check=False, timeout=600, env={"NODE_RANK": "0"})
     out1 = second.communicate(timeout=120)[0]
     assert first.returncode == 0 and second.returncode == 0, (first.stdout, first.stderr, out1)
     assert "--nnodes=2 --node-rank=0" in first.stdout and "--node-rank=1" in out1

@@ -1,4 +1,5 @@
-"""download.py: fetch (file, folder, HTTP), verify and safely extract, on real files and a real HTTP server."""
+"""download.py over fetch.py and extract.py: fetch (file, folder, HTTP), verify and safely extract, on real files
+and a real HTTP server."""
 
 from __future__ import annotations
 
@@ -13,27 +14,29 @@ import socket
 import tarfile
 import threading
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from handsigns import download
-from handsigns.download import Limits, materialise
+from handsigns import extract, fetch
+from handsigns.download import materialise
 from handsigns.errors import UserError
+from handsigns.extract import Limits
 from handsigns.files import sha256_file, sha256_tree
+from handsigns.params import load
 from handsigns.params.data import DataParams
 
-from conftest import assert_user_error_exit, run_stage, write_image
+from conftest import REPO, assert_user_error_exit, run_stage, write_image
 
 FILES = {"pics/0_a.png": None, "pics/1_b.png": None, "pics/sub/2_c.png": None, "notes.txt": b"hello\n"}
 
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.01)
 
 
 @pytest.fixture
@@ -608,7 +611,7 @@ def test_http_archive_refused_at_extraction_is_not_reused(tmp_path, server, payl
 
 # ----------------------------------------------------------------------------- decompression bombs
 
-SMALL = Limits(max_bytes=1_000_000, max_members=10)  # 1 MB, 10 members: bombs a test can afford to build
+SMALL = Limits(max_bytes=1_000_000, max_members=10, max_ratio=100.0)  # 1 MB, 10 members: bombs a test can afford
 ZEROS = bytes(2_000_000)  # deflates to ~2 KB, expands past SMALL
 
 
@@ -627,7 +630,8 @@ def test_an_archive_expanding_past_the_limit_is_refused_naming_the_member(tmp_pa
     ):
         run(tmp_path / name, tmp_path / "raw", limits=SMALL)
     assert not (tmp_path / "raw").exists()  # refused before anything was written
-    assert run(tmp_path / name, tmp_path / "raw")["files"] == 2  # under the default 50 GB it extracts
+    # under the default 50 GB (and a data.max_compression_ratio above its ~1,000-fold) it extracts
+    assert run(tmp_path / name, tmp_path / "raw", limits=replace(DEFAULT_LIMITS, max_ratio=5000))["files"] == 2
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar"])
@@ -664,10 +668,97 @@ def test_data_hidden_after_the_end_of_a_compressed_tar_is_refused(tmp_path, payl
 def test_an_archive_larger_than_the_free_disk_space_is_refused_before_writing(tmp_path, monkeypatch, payload):
     (tmp_path / "data.zip").write_bytes(zip_bytes(payload))
     size = sum(len(v) for v in payload.values())
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda _: SimpleNamespace(free=size - 1))
+    monkeypatch.setattr(extract.shutil, "disk_usage", lambda _: SimpleNamespace(free=size - 1))
     with pytest.raises(UserError, match=r"the archive expands to .* GB free; nothing was extracted: free some space"):
         run(tmp_path / "data.zip", tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+# ------------------------------------------------------------------------------ data.max_compression_ratio
+
+BOMB = bytes(20 * 2**20)  # 20 MB of zeros: deflates ~1,000-fold, yet far under data.max_extract_gb
+SIGNS_ZIP = REPO / "datasets" / "64x64_SIGNS.zip"
+RATIO_MESSAGE = (
+    r"refusing to extract archive member 'a/zeros\.bin': it expands 1,0\d\d-fold \(20,971,520 bytes from "
+    r"[\d,]+ compressed\), more than data\.max_compression_ratio = 100 \(a decompression bomb\?\); nothing was "
+    r"extracted\. If the archive is genuine, raise data\.max_compression_ratio in params\.yaml$"
+)
+
+
+def bomb_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:  # written to disk: no 20 MB archive in memory
+        zf.writestr("a/ok.txt", b"ok")
+        zf.writestr("a/zeros.bin", BOMB)
+    return path
+
+
+def test_a_zip_member_past_the_compression_ratio_is_refused_by_name_and_nothing_is_written(tmp_path):
+    archive = bomb_zip(tmp_path / "bomb.zip")
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(UserError, match=RATIO_MESSAGE):
+        run(archive, tmp_path / "raw")
+    assert [p.name for p in tmp_path.rglob("*")] == ["bomb.zip"]  # no data/raw, no temporary folder, no member
+    raised = run(archive, tmp_path / "raw", limits=replace(DEFAULT_LIMITS, max_ratio=2000))  # a genuine archive
+    assert raised["files"] == 2 and (tmp_path / "raw" / "a" / "zeros.bin").stat().st_size == len(BOMB)
+
+
+def test_members_too_small_to_matter_are_exempt_from_the_ratio(tmp_path, payload):
+    """An empty file, a sparse .DS_Store (192-fold) and 64 KB of zeros (840-fold) deflate past 100-fold, and
+    write at most a few KB each: under 1 MB a member is exempt (the total limits still bind)."""
+    ds_store = b"\0\0\0\1Bud1" + bytes(6140)
+    small = {"empty.txt": b"", "pics/.DS_Store": ds_store, "zeros64k.bin": bytes(65536)}
+    (tmp_path / "data.zip").write_bytes(zip_bytes({**payload, **small}))
+    with zipfile.ZipFile(tmp_path / "data.zip") as zf:
+        assert min(i.file_size / i.compress_size for i in zf.infolist() if i.filename in small and i.file_size) > 100
+    record = run(tmp_path / "data.zip", tmp_path / "raw")
+    assert tree(tmp_path / "raw") == {**payload, **small} and record["files"] == 7
+
+
+def test_a_zip_of_many_exempt_members_is_held_to_the_ratio_as_a_whole(tmp_path):
+    """Each member just under the 1 MB exemption, together 1,000-fold: refused at the member that crosses it."""
+    members = {f"z/{i:02d}.bin": bytes(999_999) for i in range(30)}
+    message = refused(tmp_path, "data.zip", zip_bytes(members))
+    assert re.match(r"refusing to extract archive member 'z/\d\d\.bin': the archive's members up to it expand", message)
+
+
+def test_a_tar_is_held_to_the_ratio_as_a_whole_at_the_member_that_crosses_it(tmp_path):
+    """A tar member has no compressed size of its own: the members so far against the whole archive's bytes."""
+    message = refused(tmp_path, "data.tar.gz", tar_bytes({"a/ok.txt": b"ok", "a/zeros.bin": BOMB}))
+    assert re.fullmatch(
+        r"refusing to extract archive member 'a/zeros\.bin': the archive's members up to it expand 1,0\d\d-fold "
+        r"\(20,971,522 bytes from the archive's [\d,]+\), more than "
+        r"data\.max_compression_ratio = 100 .* raise data\.max_compression_ratio in params\.yaml",
+        message,
+    )
+
+
+def test_a_tar_past_the_ratio_is_refused_at_its_header_before_its_payload_is_inflated(tmp_path):
+    """A gzip'd header claiming 20 MB with no payload behind it: inflating on would have said "damaged"."""
+    info = tarfile.TarInfo("bomb/zeros.bin")
+    info.size = len(BOMB)
+    data = gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT))
+    refused(
+        tmp_path, "data.tar.gz", data, r"member 'bomb/zeros\.bin': the archive's members up to it expand [\d,]+-fold"
+    )
+
+
+def test_signs_zip_and_tar_gz_pass_the_ratio(tmp_path):
+    """Measured: SIGNS' JPEGs deflate at most 1.3-fold in the shipped zip; the set as one tar.gz 2.0-fold (the
+    files share JPEG headers): far under 100."""
+    with zipfile.ZipFile(SIGNS_ZIP) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        assert max(i.file_size / i.compress_size for i in infos) < 1.5
+        members = {i.filename: zf.read(i) for i in infos}
+    assert run(SIGNS_ZIP, tmp_path / "zip")["files"] == 1200
+    (tmp_path / "signs.tar.gz").write_bytes(tar_bytes(members))
+    assert sum(map(len, members.values())) / (tmp_path / "signs.tar.gz").stat().st_size < 2.5
+    assert run(tmp_path / "signs.tar.gz", tmp_path / "tar")["files"] == 1200
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_the_ratio_param_must_be_positive(value):
+    with pytest.raises(UserError, match=rf"data\.max_compression_ratio = {value}.*out of range.*> 0"):
+        load(DataParams, raw={"data": {"source": "x", "max_compression_ratio": value}})
 
 
 # ------------------------------------------------------------------------------ the download stage
@@ -711,6 +802,17 @@ def test_stage_refuses_a_bomb_with_one_error_line_and_writes_nothing(stage_proje
     line = assert_user_error_exit(run_stage(project, "download"), "'a/zeros.bin'", "data.max_extract_gb = 0.001 GB")
     print(f"\n{line}")
     assert not (project / "data" / "raw").exists() and not (project / "data" / "provenance.json").exists()
+
+
+def test_stage_refuses_a_zip_member_past_the_compression_ratio_with_one_error_line(stage_project, tmp_path):
+    archive = bomb_zip(tmp_path / "bomb.zip")
+    project = stage_project({"source": str(archive), "sha256": None})
+    proc = run_stage(project, "download")
+    line = assert_user_error_exit(proc, "'a/zeros.bin'", "data.max_compression_ratio = 100")
+    assert re.fullmatch(RATIO_MESSAGE, line.removeprefix("error: "))
+    print(f"\n{line}")
+    assert not (project / "data" / "raw").exists() and not (project / "data" / "provenance.json").exists()
+    assert not list(tmp_path.rglob("zeros.bin")) and not list(tmp_path.rglob(".raw*"))
 
 
 def test_stage_bad_params_exit_2(stage_project, tmp_path):

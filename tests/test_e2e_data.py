@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import make_project, project_env
+from conftest import dvc, make_project, run
 
 pytestmark = pytest.mark.e2e
 
-DVC = Path(sys.executable).parent / "dvc"
 SIGNS_SHA256 = "c632a4c898bf11cc3703e614a87a60a90d65959d6bbcdf3e815129d8885cf170"
-
-
-def sh(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     """The project copy (default params: the shipped SIGNS zip) after one `dvc repro split`, and its output."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "project")
-    sh(["git", "init", "-q"], project)
-    sh([str(DVC), "init", "-q"], project)
-    first = sh([str(DVC), "repro", "split"], project)
+    run(["git", "init", "-q"], project)
+    dvc(project, "init", "-q")
+    first = dvc(project, "repro", "split")
     return project, first
 
 
@@ -78,7 +68,7 @@ def test_index_of_the_real_data(repro):
 def test_second_repro_changes_nothing(repro):
     project, _ = repro
     before = {p.name: p.read_bytes() for p in (project / "data" / "index").iterdir()}
-    second = sh([str(DVC), "repro", "split"], project)
+    second = dvc(project, "repro", "split")
     out = second.stdout + second.stderr
     assert "didn't change" in out or "up to date" in out, out
     assert "Running stage" not in out, out

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import DVC, REPO, TINY, VENV_BIN, colour_dataset, make_project, run
+from conftest import REPO, TINY, VENV_BIN, colour_dataset, dvc, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -16,16 +16,16 @@ def test_queued_sweep_runs_in_temp_copies_and_is_listed(tmp_path):
     # A relative source, as a user writes it: queued runs execute under .dvc/tmp/exps/, where it only resolves
     # against the project root DVC passes in $DVC_ROOT.
     repo = make_project(tmp_path / "repo", {"source": "../source"}, overrides=TINY, git=True)
-    run([DVC, "exp", "run", "--queue", "-S", "lr=0.01,0.02"], repo)
-    run([DVC, "exp", "run", "--run-all", "-j", "1"], repo)
-    shown = json.loads(run([DVC, "exp", "show", "--json"], repo).stdout)
+    dvc(repo, "exp", "run", "--queue", "-S", "lr=0.01,0.02")
+    dvc(repo, "exp", "run", "--run-all", "-j", "1")
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     lrs = sorted(float(e["revs"][0]["data"]["params"]["params.yaml"]["data"]["lr"]) for e in exps)
     assert lrs == [0.01, 0.02]
     for e in exps:
         metrics = e["revs"][0]["data"]["metrics"]["metrics/eval.json"]["data"]
         assert 0 <= metrics["test"]["accuracy"] <= 1
-    table = run([DVC, "exp", "show", "--md", "--only-changed"], repo).stdout
+    table = dvc(repo, "exp", "show", "--md", "--only-changed").stdout
     assert "0.01" in table and "0.02" in table
     shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
 

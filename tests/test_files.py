@@ -9,7 +9,7 @@ import pytest
 from handsigns.errors import UserError
 from handsigns.files import atomic_dir, write_json
 
-from conftest import assert_user_error_exit, colour_dataset, make_project, run, stage
+from conftest import assert_user_error_exit, colour_dataset, make_project, run, run_stage
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
 
@@ -65,8 +65,8 @@ runpy.run_path("stages/split.py", run_name="__main__")
 def test_a_stage_on_a_full_disk_is_one_error_line_and_keeps_its_outputs(tmp_path):
     source = colour_dataset(tmp_path / "source", per_class=6)
     project = make_project(tmp_path / "proj", {"source": str(source)})
-    stage("download", project)
-    stage("split", project)
+    run_stage(project, "download", check=True)
+    run_stage(project, "split", check=True)
     before = {p: p.read_bytes() for p in [*(project / "data/index").iterdir(), project / "metrics/data.json"]}
     params = (project / "params.yaml").read_text().replace("split_seed: 230", "split_seed: 7")
     (project / "params.yaml").write_text(params)  # the split would change

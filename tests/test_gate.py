@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DVC, TINY, colour_dataset, make_project, project_env, run
+from conftest import TINY, colour_dataset, dvc, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -29,20 +29,16 @@ if os.environ.get("FORCE_NATIVE_BF16") in ("0", "1"):
 """
 
 
+def forced_bf16(site: Path, bf16: str) -> dict[str, str]:
+    """The environment that makes every process see native bf16 ("1") or not ("0"): SITECUSTOMIZE in ``site``."""
+    return {"FORCE_NATIVE_BF16": bf16, "PYTHONPATH": str(site)}
+
+
 def gate(repo: Path, *args: str, base: str = "HEAD", bf16: str | None = None) -> subprocess.CompletedProcess:
     """``handsigns gate`` in ``repo``; ``bf16`` "1"/"0" forces torch's native-bf16 probes for every process."""
-    env = project_env(PYTHONUNBUFFERED="1")
-    if bf16 is not None:
-        env.update(FORCE_NATIVE_BF16=bf16, PYTHONPATH=str(repo.parent / "site"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "handsigns.cli", "gate", "--base", base, *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    env = forced_bf16(repo.parent / "site", bf16) if bf16 is not None else None
+    cmd = [sys.executable, "-m", "handsigns.cli", "gate", "--base", base, *args]
+    proc = run(cmd, repo, check=False, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr  # exit 1 must mean "gate failed", never a crash
     return proc
 
@@ -86,8 +82,7 @@ def project(tmp_path_factory) -> Path:
     (root / "site/sitecustomize.py").write_text(SITECUSTOMIZE)
     colour_dataset(root / "source", classes=3, per_class=40)
     repo = make_project(root / "repo", {"source": "../source"}, overrides=TINY, git=True)
-    env = {**project_env(), "FORCE_NATIVE_BF16": "1", "PYTHONPATH": str(root / "site")}
-    subprocess.run([DVC, "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True)
+    dvc(repo, "repro", "-q", env=forced_bf16(root / "site", "1"))
     assert json.loads((repo / "metrics/fingerprint.json").read_text())["precision"] == "bf16"
     commit(repo, "baseline run")
     run(["git", "branch", "-M", "main"], repo)
@@ -148,8 +143,7 @@ def test_an_unchanged_main_trained_by_two_processes_passes_without_native_bf16(p
     for cmd in (["git", "config", "user.email", "t@example.invalid"], ["git", "config", "user.name", "t"]):
         run(cmd, repo)
     set_params(repo, nproc=2)
-    env = {**project_env(), "FORCE_NATIVE_BF16": "1", "PYTHONPATH": str(project.parent / "site")}
-    subprocess.run([DVC, "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True)
+    dvc(repo, "repro", "-q", env=forced_bf16(project.parent / "site", "1"))
     assert json.loads((repo / "metrics/runtime.json").read_text())["world_size"] == 2
     commit(repo, "two processes, run committed")
     proc = gate(repo, "--reproduce", "--exact", bf16="0")
@@ -163,7 +157,7 @@ def test_forged_metrics_recorded_with_dvc_commit_do_not_reproduce(workspace):
     (workspace / "metrics/eval.json").write_text(json.dumps(forged))
     card = json.loads((workspace / "models/model.json").read_text())  # and an output in DVC's cache
     (workspace / "models/model.json").write_text(json.dumps({**card, "forged": True}))
-    run([DVC, "commit", "-f", "evaluate", "export"], workspace)  # dvc.lock agrees with them; the run will not
+    dvc(workspace, "commit", "-f", "evaluate", "export")  # dvc.lock agrees with them; the run will not
     commit(workspace, "forged metrics")
     proc = gate(workspace, "--reproduce", "--exact", bf16="1")
     assert proc.returncode == 1
@@ -196,7 +190,7 @@ def test_a_drop_fails_only_beyond_noise(workspace):
 def test_the_base_sets_the_thresholds_not_the_change(workspace):
     run(["git", "tag", "baseline"], workspace)
     mislabel(workspace, 10)
-    run([DVC, "commit", "-f", "evaluate"], workspace)
+    dvc(workspace, "commit", "-f", "evaluate")
     set_params(workspace, ci__max_accuracy_drop=0.9)  # a worse model that loosens its own gate
     commit(workspace, "worse model, its gate loosened")
     assert gate(workspace).returncode == 0  # against HEAD itself nothing dropped
@@ -208,7 +202,7 @@ def test_committed_figures_from_elsewhere_are_held_to_the_rule_either_way(worksp
     mislabel(workspace, 10)  # HEAD claims a run its code does not give, made on "someone's laptop"
     fingerprint = json.loads((workspace / "metrics/fingerprint.json").read_text())
     (workspace / "metrics/fingerprint.json").write_text(json.dumps({**fingerprint, "device_name": "laptop"}))
-    run([DVC, "commit", "-f", "train", "evaluate"], workspace)
+    dvc(workspace, "commit", "-f", "train", "evaluate")
     commit(workspace, "metrics from elsewhere")
     run(["git", "tag", "claimed"], workspace)
     proc = gate(workspace, "--reproduce", "--exact", base="claimed", bf16="1")

@@ -116,8 +116,11 @@ def test_the_split_stage_names_an_image_over_the_pixel_limit(tmp_path):
         for i in range(3):
             write_image(raw / "train" / cls / f"{i}.png", seed=i + 10 * (cls == "b"), size=16)
     bomb_jpeg(raw / "train" / "a" / "bomb.jpg")
-    with pytest.raises(UserError, match=r"train/a/bomb.jpg is too large to decode: ImageTooLarge: 8000x8000 is 64.0 "
-                       r"megapixels.*raise data.max_image_megapixels if it is a genuine photo"):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"train/a/bomb.jpg is too large to decode: ImageTooLarge: 8000x8000 is 64.0 "
+        r"megapixels.*raise data.max_image_megapixels if it is a genuine photo",
+    ):
         build_index(raw, DataParams(source="x"))
     result = build_index(raw, DataParams(source="x", on_bad_file="skip"))
     assert list(result.excluded.path) == ["train/a/bomb.jpg"] and list(result.excluded.reason) == ["too_large"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import REPO
+from conftest import REPO, run
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -20,11 +19,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
 def tracked_files() -> list[str]:
-    return (
-        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
-        .stdout.strip("\0")
-        .split("\0")
-    )
+    return run(["git", "ls-files", "-z"], REPO).stdout.strip("\0").split("\0")
 
 
 def test_the_default_data_ships_with_the_project_pinned_by_its_hash():

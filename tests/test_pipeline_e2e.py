@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import DVC, REPO, make_project, run
+from conftest import REPO, dvc, make_project, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ FEW_EPOCHS = {"epochs": 3, "train": {"min_steps": 0}}
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("e2e") / "repo", overrides=FEW_EPOCHS, git=True)
-    run([DVC, "repro"], proj)
+    dvc(proj, "repro")
     return proj
 
 
@@ -43,14 +43,14 @@ def test_repro_produces_metrics_plots_and_a_verified_model(repo):
         assert (repo / rel).exists(), rel
     card = json.loads((repo / "models/model.json").read_text())
     assert card["export_check"]["images"] == 120 and card["export_check"]["labels_equal"] == 120
-    plots = run([DVC, "plots", "show", "--json"], repo).stdout
+    plots = dvc(repo, "plots", "show", "--json").stdout
     for title in ("Confusion matrix (test)", "Loss per epoch", "Per-class F1 (test)"):
         assert title in plots, title
 
 
 def test_dvc_shows_the_headline_figures_only(repo):
     """`dvc exp show` / `dvc metrics diff` get one readable row: the headline figures and the machine's names."""
-    shown = json.loads(run([DVC, "metrics", "show", "--json"], repo).stdout)
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
 
     def leaves(obj, prefix=""):
@@ -81,14 +81,14 @@ def test_make_exps_is_readable_and_names_the_machine(repo):
     recipe = (REPO / "Makefile").read_text().split("\nexps:", 1)[1].split("\n\n", 1)[0]
     args = shlex.split(recipe.replace("\\\n", " ").replace("$$", "$").split("dvc exp show", 1)[1])
     args = [a for a in args if not a.startswith("$(")]
-    header = run([DVC, "exp", "show", *args, "--csv"], repo).stdout.splitlines()[0].split(",")
+    header = dvc(repo, "exp", "show", *args, "--csv").stdout.splitlines()[0].split(",")
     shown = [c for c in header if c not in ("rev", "typ", "parent")]  # --csv's own bookkeeping columns
     assert {"test.accuracy", "val.accuracy", "device", "device_name", "precision"} <= set(shown)
     assert len(shown) <= 25 and not any("/" in c for c in shown), shown
 
 
 def test_second_repro_runs_nothing(repo):
-    out = run([DVC, "repro"], repo).stdout
+    out = dvc(repo, "repro").stdout
     assert "Running stage" not in out
     assert "didn't change" in out or "up to date" in out.lower()
 
@@ -107,7 +107,7 @@ def test_predict_labels_the_120_test_jpegs(repo):
 def test_exp_run_lr_reruns_only_the_model_stages(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline run"], repo)
-    proc = run([DVC, "exp", "run", "-S", "lr=0.01"], repo)
+    proc = dvc(repo, "exp", "run", "-S", "lr=0.01")
     ran = {s for s in ("download", "split", "train", "evaluate", "export") if f"Running stage '{s}'" in proc.stdout}
     assert ran == {"train", "evaluate", "export"}, proc.stdout
     assert "lr: 0.01" in (repo / "params.yaml").read_text()

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from servers import MISSING_SSHD, SSHD, SSHServer, http_server, sshd
 
-from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, make_project, run
+from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, dvc, make_project, run
 
 slow = pytest.mark.slow
 needs_sshd = pytest.mark.skipif(SSHD is None and not REQUIRED_IN_CI, reason=MISSING_SSHD)
@@ -75,12 +75,12 @@ def team(tmp_path_factory) -> Iterator[Team]:
         # the read-only mirror, then the writable SSH remote, which is named last and so is the default
         run([HANDSIGNS, "remote", "--name", "mirror", f"{base_url}/store"], box)
         run([HANDSIGNS, "remote", ssh.url(store)], box)
-        run([DVC, "remote", "modify", "--local", "storage", "keyfile", str(ssh.keyfile)], box)
-        run([DVC, "repro", "-q"], box)
+        dvc(box, "remote", "modify", "--local", "storage", "keyfile", str(ssh.keyfile))
+        dvc(box, "repro", "-q")
         run(["git", "add", "-A"], box)
         run(["git", "commit", "-qm", "a run of the tiny recipe on SIGNS"], box)
         run(["git", "push", "-q", "origin", "main"], box)
-        run([DVC, "push"], box, env=ssh.env)
+        dvc(box, "push", env=ssh.env)
         yield Team(root, origin, box, store, served, ssh, f"{base_url}/store")
 
 
@@ -88,12 +88,9 @@ def clone(team: Team, name: str) -> Path:
     """A second machine: a fresh clone of origin, with the SSH key (a credential: .dvc/config.local)."""
     dest = team.root / name
     run(["git", "clone", "-q", str(team.origin), str(dest)], team.root)
-    for cmd in (
-        ["git", "config", "user.email", "t@example.invalid"],
-        ["git", "config", "user.name", "t"],
-        [DVC, "remote", "modify", "--local", "storage", "keyfile", str(team.ssh.keyfile)],
-    ):
-        run(cmd, dest)
+    run(["git", "config", "user.email", "t@example.invalid"], dest)
+    run(["git", "config", "user.name", "t"], dest)
+    dvc(dest, "remote", "modify", "--local", "storage", "keyfile", str(team.ssh.keyfile))
     return dest
 
 
@@ -136,7 +133,7 @@ def test_a_second_machine_pulls_the_run_over_ssh_and_predicts(team):
     assert not (machine / "models/model.onnx").exists()
     proc = run([HANDSIGNS, "pull"], machine, env=team.ssh.env)
     assert "each checked against dvc.lock" in proc.stdout
-    assert json.loads(run([DVC, "status", "--json"], machine).stdout) == {}  # everything as dvc.lock records
+    assert json.loads(dvc(machine, "status", "--json").stdout) == {}  # everything as dvc.lock records
     assert run(["git", "status", "--porcelain"], machine).stdout == ""
     with open(machine / "metrics/eval/predictions_test.csv") as f:
         committed = {r["path"]: r["predicted"] for r in csv.DictReader(f)}
@@ -150,12 +147,12 @@ def test_a_second_machine_pulls_the_run_over_ssh_and_predicts(team):
 @needs_sshd
 def test_repro_pull_allow_missing_runs_only_what_changed(team):
     machine = clone(team, "ci-runner")
-    proc = run([DVC, "repro", "--pull", "--allow-missing"], machine, env=team.ssh.env)
+    proc = dvc(machine, "repro", "--pull", "--allow-missing", env=team.ssh.env)
     assert "Running stage" not in proc.stdout, proc.stdout  # nothing changed: nothing runs, nothing is fetched
     params = yaml.safe_load((machine / "params.yaml").read_text())
     params["evaluate"]["batch_size"] = 32  # a change downstream of training
     (machine / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = run([DVC, "repro", "--pull", "--allow-missing"], machine, env=team.ssh.env)
+    proc = dvc(machine, "repro", "--pull", "--allow-missing", env=team.ssh.env)
     assert "Running stage 'evaluate'" in proc.stdout and "Running stage 'train'" not in proc.stdout, proc.stdout
     assert (machine / "models/best.pt").exists()  # pulled for evaluate, not trained
 
@@ -165,10 +162,10 @@ def test_repro_pull_allow_missing_runs_only_what_changed(team):
 def test_the_read_only_http_mirror_serves_pulls_and_refuses_pushes(team):
     machine = clone(team, "reader")
     run([HANDSIGNS, "pull", "--remote", "mirror"], machine)  # no key, no HOME of ours: anyone may read
-    assert json.loads(run([DVC, "status", "--json"], machine).stdout) == {}
+    assert json.loads(dvc(machine, "status", "--json").stdout) == {}
     (machine / "extra.txt").write_text("a new object the mirror does not have\n")
-    run([DVC, "add", "-q", "extra.txt"], machine)
-    proc = run([DVC, "push", "--remote", "mirror"], machine, check=False)
+    dvc(machine, "add", "-q", "extra.txt")
+    proc = dvc(machine, "push", "--remote", "mirror", check=False)
     md5 = yaml.safe_load((machine / "extra.txt.dvc").read_text())["outs"][0]["md5"]
     assert proc.returncode != 0 and not (team.store / "files/md5" / md5[:2] / md5[2:]).exists()
 
@@ -188,7 +185,7 @@ def test_verify_checks_a_pulled_run_without_training_and_catches_edited_metrics(
     metrics = json.loads((machine / "metrics/eval.json").read_text())
     metrics["test"]["accuracy"] = round(min(1.0, metrics["test"]["accuracy"] + 0.05), 6)
     (machine / "metrics/eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    run([DVC, "commit", "-f", "-q"], machine)
+    dvc(machine, "commit", "-f", "-q")
     run(["git", "commit", "-qam", "better figures"], machine)
     proc = run([*gate, "--base", "HEAD~1"], machine, env=team.ssh.env, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
@@ -207,22 +204,22 @@ def test_verify_checks_a_pulled_run_without_training_and_catches_edited_metrics(
 @needs_sshd
 def test_an_experiment_travels_from_the_box_to_a_laptop(team):
     box = team.box
-    run([DVC, "exp", "run", "-q", "-S", "lr=0.02", "-n", "lr-002"], box)
+    dvc(box, "exp", "run", "-q", "-S", "lr=0.02", "-n", "lr-002")
     made = (box / "metrics/eval.json").read_text()
-    run([DVC, "exp", "push", "origin", "lr-002"], box, env=team.ssh.env)
+    dvc(box, "exp", "push", "origin", "lr-002", env=team.ssh.env)
     run(["git", "checkout", "-q", "--", "."], box)  # the box's workspace back to main's run
-    run([DVC, "checkout", "-q"], box)
+    dvc(box, "checkout", "-q")
 
     laptop = clone(team, "reviewer")
-    assert "lr-002" in run([DVC, "exp", "list", "origin"], laptop, env=team.ssh.env).stdout
-    run([DVC, "exp", "pull", "origin", "lr-002"], laptop, env=team.ssh.env)
-    shown = json.loads(run([DVC, "exp", "show", "--json"], laptop).stdout)
+    assert "lr-002" in dvc(laptop, "exp", "list", "origin", env=team.ssh.env).stdout
+    dvc(laptop, "exp", "pull", "origin", "lr-002", env=team.ssh.env)
+    shown = json.loads(dvc(laptop, "exp", "show", "--json").stdout)
     names = {r.get("name") for rev in shown for exp in (rev.get("experiments") or []) for r in exp.get("revs", [])}
     assert "lr-002" in names, shown
-    run([DVC, "exp", "apply", "lr-002"], laptop)
+    dvc(laptop, "exp", "apply", "lr-002")
     assert yaml.safe_load((laptop / "params.yaml").read_text())["lr"] == 0.02
     assert (laptop / "metrics/eval.json").read_text() == made
-    assert json.loads(run([DVC, "status", "--json"], laptop).stdout) == {}  # its model came along
+    assert json.loads(dvc(laptop, "status", "--json").stdout) == {}  # its model came along
 
 
 @slow
@@ -230,8 +227,8 @@ def test_an_experiment_travels_from_the_box_to_a_laptop(team):
 def test_a_push_cut_off_half_way_completes_when_run_again(team):
     cut = team.served / "cut"
     box = team.box
-    run([DVC, "remote", "add", "--local", "cut", team.ssh.url(cut)], box)
-    run([DVC, "remote", "modify", "--local", "cut", "keyfile", str(team.ssh.keyfile)], box)
+    dvc(box, "remote", "add", "--local", "cut", team.ssh.url(cut))
+    dvc(box, "remote", "modify", "--local", "cut", "keyfile", str(team.ssh.keyfile))
     proc = subprocess.Popen(
         [DVC, "push", "--remote", "cut", "--jobs", "1"],
         cwd=box,
@@ -247,15 +244,15 @@ def test_a_push_cut_off_half_way_completes_when_run_again(team):
     proc.wait()
     before = objects(cut)
     assert damaged(cut) == []  # cut off, yet every object there is whole: each is written aside, then renamed
-    run([DVC, "push", "--remote", "cut"], box, env=team.ssh.env)
+    dvc(box, "push", "--remote", "cut", env=team.ssh.env)
     after = objects(cut)
     assert 50 <= len(before) < len(after) and before < after, (len(before), len(after))  # it was cut, then done
     machine = clone(team, "after-cut")
-    run([DVC, "remote", "add", "--local", "cut", team.ssh.url(cut)], machine)
-    run([DVC, "remote", "modify", "--local", "cut", "keyfile", str(team.ssh.keyfile)], machine)
-    run([DVC, "remote", "modify", "--local", "cut", "verify", "true"], machine)
+    dvc(machine, "remote", "add", "--local", "cut", team.ssh.url(cut))
+    dvc(machine, "remote", "modify", "--local", "cut", "keyfile", str(team.ssh.keyfile))
+    dvc(machine, "remote", "modify", "--local", "cut", "verify", "true")
     run([HANDSIGNS, "pull", "--remote", "cut"], machine, env=team.ssh.env)
-    assert json.loads(run([DVC, "status", "--json"], machine).stdout) == {}
+    assert json.loads(dvc(machine, "status", "--json").stdout) == {}
 
 
 @slow
@@ -270,8 +267,8 @@ def test_an_object_damaged_on_the_remote_is_caught_on_pull(team):
     obj.write_bytes(bytes(data))
 
     machine = clone(team, "unlucky")
-    run([DVC, "remote", "add", "--local", "damaged", f"{team.mirror.rsplit('/', 1)[0]}/damaged"], machine)
-    run([DVC, "remote", "modify", "--local", "damaged", "verify", "true"], machine)  # as `handsigns remote` sets
+    dvc(machine, "remote", "add", "--local", "damaged", f"{team.mirror.rsplit('/', 1)[0]}/damaged")
+    dvc(machine, "remote", "modify", "--local", "damaged", "verify", "true")  # as `handsigns remote` sets
     proc = run([HANDSIGNS, "pull", "--remote", "damaged"], machine, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
@@ -288,8 +285,8 @@ def test_a_predict_only_user_gets_the_registered_model(team):
     run(["git", "push", "-q", "origin", "handsigns@v0.1.0"], box)
     user = team.root / "predict-only"
     user.mkdir()
-    run([DVC, "artifacts", "get", str(team.origin), "handsigns", "--remote", "mirror", "-o", "model.onnx"], user)
-    run([DVC, "get", str(team.origin), "models/model.json", "--rev", "handsigns@v0.1.0", "--remote", "mirror"], user)
+    dvc(user, "artifacts", "get", str(team.origin), "handsigns", "--remote", "mirror", "-o", "model.onnx")
+    dvc(user, "get", str(team.origin), "models/model.json", "--rev", "handsigns@v0.1.0", "--remote", "mirror")
     image = next((box / "data/raw/64x64_SIGNS/test_signs").glob("*.jpg"))
     label = run([HANDSIGNS, "predict", "--model", "model.onnx", str(image)], user).stdout.split("\t")[1]
     classes = json.loads((user / "model.json").read_text())["classes"]

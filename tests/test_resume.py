@@ -15,14 +15,20 @@ import pytest
 
 from handsigns.files import leftovers
 
-from conftest import DVC, TINY, colour_dataset, make_project, project_env, run
+from conftest import DVC, TINY, colour_dataset, dvc, make_project, project_env
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 12
 SLOWER = {**TINY, "epochs": EPOCHS, "model": {"image_size": 48, "num_channels": 24}}  # ~0.3 s an epoch
-OUTPUTS = ("models/best.pt", "metrics/train.json", "metrics/eval.json", "models/model.safetensors",
-           "metrics/train/plots/metrics/val/accuracy.tsv", "metrics/train/plots/metrics/train/loss.tsv")  # fmt: skip
+OUTPUTS = (
+    "models/best.pt",
+    "metrics/train.json",
+    "metrics/eval.json",
+    "models/model.safetensors",
+    "metrics/train/plots/metrics/val/accuracy.tsv",
+    "metrics/train/plots/metrics/train/loss.tsv",
+)
 
 
 def processes_in(folder) -> list[str]:
@@ -35,9 +41,9 @@ def processes_in(folder) -> list[str]:
     return found
 
 
-def kill_after_epoch(repo, epoch: int) -> str:
-    """Start `dvc repro`, SIGKILL it (and the stage it runs) once training has printed ``epoch``; its output."""
-    proc = subprocess.Popen(
+def start_repro(repo) -> subprocess.Popen:
+    """`dvc repro` in ``repo``, running alongside the test (its own session: a kill reaches all it started)."""
+    return subprocess.Popen(
         [DVC, "repro"],
         cwd=repo,
         env=project_env(PYTHONUNBUFFERED="1"),
@@ -46,6 +52,11 @@ def kill_after_epoch(repo, epoch: int) -> str:
         text=True,
         start_new_session=True,
     )
+
+
+def kill_after_epoch(repo, epoch: int) -> str:
+    """Start `dvc repro`, SIGKILL it (and the stage it runs) once training has printed ``epoch``; its output."""
+    proc = start_repro(repo)
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -62,9 +73,7 @@ def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
     exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
     resume = repo / "models/.resume"
     for _ in range(attempts):
-        proc = subprocess.Popen([DVC, "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)  # fmt: skip
+        proc = start_repro(repo)
         seen: list[str] = []
         reader = threading.Thread(target=seen.extend, args=(proc.stdout,), daemon=True)
         reader.start()
@@ -88,13 +97,13 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     shutil.copytree(straight, killed)
 
     started = time.perf_counter()
-    run([DVC, "repro"], straight)
+    dvc(straight, "repro")
     uninterrupted_s = time.perf_counter() - started
 
     first = kill_after_epoch(killed, 5)
     assert "Running stage 'train'" in first and (killed / "models/.resume/train.pt").exists()
     started = time.perf_counter()
-    again = run([DVC, "repro"], killed).stdout
+    again = dvc(killed, "repro").stdout
     resumed_s = time.perf_counter() - started
     resumed_after = int(re.search(r"train: resuming from models/.resume/train.pt after epoch (\d+) of 12", again)[1])
     assert 5 <= resumed_after < EPOCHS  # the kill came after epoch 5's line, before the end
@@ -102,8 +111,10 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
     assert not (killed / "models/.resume").exists()  # a completed run leaves nothing behind
-    print(f"\nuninterrupted dvc repro {uninterrupted_s:.1f} s; after the kill at epoch {resumed_after + 1} of "
-          f"{EPOCHS}, the resumed one {resumed_s:.1f} s")  # fmt: skip
+    print(
+        f"\nuninterrupted dvc repro {uninterrupted_s:.1f} s; after the kill at epoch {resumed_after + 1} of "
+        f"{EPOCHS}, the resumed one {resumed_s:.1f} s"
+    )
 
 
 def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
@@ -111,14 +122,17 @@ def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp
     straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
-    run([DVC, "repro"], straight)
+    dvc(straight, "repro")
 
     first = kill_during_checkpoint_write(killed)
     done = [int(m) for m in re.findall(r"^epoch +(\d+)/", first, re.M)]
-    again = run([DVC, "repro"], killed).stdout
+    again = dvc(killed, "repro").stdout
     # The cut write was of the last epoch printed; the one before it is the last complete checkpoint
-    resumed_after = int(re.search(r"resuming from models/.resume/train.pt after epoch (\d+) of", again)[1]) if (
-        "resuming" in again) else 0  # fmt: skip
+    resumed_after = (
+        int(re.search(r"resuming from models/.resume/train.pt after epoch (\d+) of", again)[1])
+        if ("resuming" in again)
+        else 0
+    )
     assert resumed_after == (done[-1] - 1 if done else 0), (done, again)
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
@@ -131,7 +145,7 @@ def test_changed_params_start_over_and_say_why(tmp_path):
     kill_after_epoch(repo, 3)
     params = (repo / "params.yaml").read_text().replace("lr: 0.01", "lr: 0.02")
     (repo / "params.yaml").write_text(params)
-    out = run([DVC, "repro"], repo).stdout
+    out = dvc(repo, "repro").stdout
     assert "train: not resuming from models/.resume/train.pt: it was saved with other params; starting over" in out
     assert out.count("\nepoch ") == EPOCHS
 
@@ -139,19 +153,18 @@ def test_changed_params_start_over_and_say_why(tmp_path):
 def test_a_second_repro_in_the_same_checkout_is_refused_and_corrupts_nothing(tmp_path):
     source = colour_dataset(tmp_path / "source", per_class=60, size=48)
     repo = make_project(tmp_path / "repo", {"source": str(source)}, overrides=SLOWER, git=True)
-    first = subprocess.Popen([DVC, "repro"], cwd=repo, env=project_env(PYTHONUNBUFFERED="1"),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    first = start_repro(repo)
     lines = []
     for line in first.stdout:
         lines.append(line)
         if line.startswith("epoch   2/"):
             break
-    second = run([DVC, "repro"], repo, check=False)
+    second = dvc(repo, "repro", check=False)
     lines += first.stdout.readlines()
     assert first.wait(timeout=300) == 0, "".join(lines)
     refusal = second.stdout + second.stderr  # DVC's lock on the outputs the first run is writing
     assert second.returncode != 0 and "is being blocked by" in refusal and "dvc repro" in refusal, refusal
-    assert run([DVC, "status", "--quiet"], repo, check=False).returncode == 0  # all outputs match
+    assert dvc(repo, "status", "--quiet", check=False).returncode == 0  # all outputs match
 
 
 def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):
@@ -159,11 +172,11 @@ def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(t
     straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides={**SLOWER, "nproc": 2}, git=True)
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
-    run([DVC, "repro"], straight)
+    dvc(straight, "repro")
     kill_after_epoch(killed, 5)
     time.sleep(1)
     assert processes_in(killed) == [], "a training process outlived the kill"
-    again = run([DVC, "repro"], killed).stdout
+    again = dvc(killed, "repro").stdout
     assert re.search(r"train: resuming from models/.resume/train.pt after epoch \d+ of 12", again), again
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path

@@ -1,5 +1,5 @@
-"""`handsigns serve`: a real HTTP server on 127.0.0.1 with a real exported ONNX model (a small one trained here on
-SIGNS photos from the shipped zip), and the page in a real headless Chromium."""
+"""`handsigns serve`: a real HTTP server on 127.0.0.1 with a real exported ONNX model (conftest's tiny_model, a
+small one trained on SIGNS photos from the shipped zip), and the page in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -8,62 +8,29 @@ import json
 import subprocess
 import sys
 import threading
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from browser import CHROMIUM, MISSING, open_page
 from test_odd_images import write_odd_files
 
-from handsigns import Predictor, checkpoint
-from handsigns.dataset import Split
-from handsigns.export import export_verified
-from handsigns.imaging import load_rgb
-from handsigns.params import build
-from handsigns.params.recipe import RecipeParams
+from handsigns import Predictor
 from handsigns.serve import MAX_UPLOAD, make_server
-from handsigns.train import fit
 
-from conftest import REPO, REQUIRED_IN_CI, TINY, bomb_jpeg
-
-CLASSES = list("012345")
+from conftest import REQUIRED_IN_CI, bomb_jpeg, run
 
 
 @pytest.fixture(scope="module")
-def signs(tmp_path_factory) -> dict[str, list[Path]]:
-    """A few SIGNS photos per split from the shipped zip."""
-    root = tmp_path_factory.mktemp("signs")
-    with zipfile.ZipFile(REPO / "datasets/64x64_SIGNS.zip") as zf:
-        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
-        picked = {
-            s: [n for n in names if f"/{s}_signs/" in n][:: 20 if s == "train" else 10] for s in ("train", "test")
-        }
-        for name in picked["train"] + picked["test"]:
-            zf.extract(name, root)
-    return {s: [root / n for n in ns] for s, ns in picked.items()}
+def model(tiny_model) -> Path:
+    """conftest's tiny exported model (trained on SIGNS photos): any model will do, served as exported."""
+    return tiny_model.onnx
 
 
 @pytest.fixture(scope="module")
-def model(signs, tmp_path_factory) -> Path:
-    """A small model trained in process on those photos and exported (ONNX + card), as the export stage does."""
-    out = tmp_path_factory.mktemp("model")
-    recipe = build(RecipeParams, {**TINY, "epochs": 2, "model": {"image_size": 32, "num_channels": 4}})
-
-    def split(paths: list[Path]) -> Split:
-        pixels = torch.from_numpy(np.stack([load_rgb(p, 32) for p in paths])).permute(0, 3, 1, 2).contiguous()
-        labels = torch.tensor([CLASSES.index(p.name[0]) for p in paths])
-        return Split("x", pixels, labels, [p.name for p in paths], [p.name for p in paths])
-
-    train, test = split(signs["train"]), split(signs["test"])
-    fit(recipe, CLASSES, train, test, best_path=out / "best.pt")
-    module, ckpt = checkpoint.load_model(out / "best.pt")
-    accuracy = float((checkpoint.log_probs(module, test.images, 64).argmax(1) == test.labels).float().mean())
-    summary = {s: {"accuracy": accuracy, "loss": 0.0, "macro_f1": 0.0} for s in ("val", "test")}
-    export_verified(module, ckpt, 32, test.images, summary, {}, out)
-    return out / "model.onnx"
+def signs(tiny_model) -> dict[str, list[Path]]:
+    """SIGNS photos: the few that model was trained ("train") and checked ("test") on."""
+    return tiny_model.photos
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +71,14 @@ def test_every_image_type_is_labelled_as_handsigns_predict_labels_it(server, mod
         )[:3]
         assert answer["model_input"].startswith("data:image/png;base64,")
     # And the command itself, on a SIGNS photo: the same probabilities (its JSON rounds to 6 decimals)
-    cli = subprocess.run([sys.executable, "-m", "handsigns.cli", "predict", "--json", "--top-k", "6", "--model",
-                          str(model), str(signs["test"][0])], capture_output=True, text=True, check=True)  # fmt: skip
+    predict = [sys.executable, "-m", "handsigns.cli", "predict", "--json", "--top-k", "6", "--model", str(model)]
+    cli = run([*predict, str(signs["test"][0])], tmp_path)
     _, answer = upload(server, signs["test"][0].read_bytes())
     for item in json.loads(cli.stdout)["top_k"]:
         assert answer["probabilities"][item["label"]] == pytest.approx(item["probability"], abs=1e-6)
 
 
-def test_bad_uploads_get_a_4xx_with_one_message_and_the_server_keeps_serving(server, tmp_path):
+def test_bad_uploads_get_a_4xx_with_one_message_and_the_server_keeps_serving(server, tiny_model, tmp_path):
     status, answer = upload(server, b"this is a text file named photo.jpg")
     assert status == 415 and answer == {"error": "not an image this model can read (JPEG, PNG, BMP, WebP, ...)"}
     status, answer = upload(server, b"")
@@ -129,7 +96,7 @@ def test_bad_uploads_get_a_4xx_with_one_message_and_the_server_keeps_serving(ser
     assert request(server, "POST", "/predict")[0] in (400, 411)  # no body at all
     assert request(server, "GET", "/nowhere")[0] == 404
     status, card = request(server, "GET", "/card")
-    assert status == 200 and json.loads(card)["classes"] == CLASSES  # still serving
+    assert status == 200 and json.loads(card)["classes"] == tiny_model.classes  # still serving
 
 
 def test_concurrent_uploads_are_all_answered_correctly(server, model, signs):
@@ -142,7 +109,7 @@ def test_concurrent_uploads_are_all_answered_correctly(server, model, signs):
     assert [(s, a["label"]) for s, a in answers] == [(200, expected[p]) for p in jobs]
 
 
-def test_serve_binds_localhost_and_warns_when_told_to_expose_the_page(model):
+def test_serve_binds_localhost_and_warns_when_told_to_expose_the_page(model, tmp_path):
     cmd = [sys.executable, "-m", "handsigns.cli", "serve", "--model", str(model), "--port", "0", "--host", "0.0.0.0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -153,7 +120,7 @@ def test_serve_binds_localhost_and_warns_when_told_to_expose_the_page(model):
         proc.wait(timeout=30)
     assert warning.startswith("serve: warning: listening on 0.0.0.0: anyone who reaches this machine")
     assert started.startswith(f"serve: {model} on http://0.0.0.0:")
-    out = subprocess.run([sys.executable, "-m", "handsigns.cli", "serve", "--help"], capture_output=True, text=True)
+    out = run([sys.executable, "-m", "handsigns.cli", "serve", "--help"], tmp_path)
     assert "default: 127.0.0.1" in out.stdout
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from handsigns.errors import UserError
-from handsigns.imaging import HASH_BITS, hamming
+from handsigns.neardup import max_distance
 from handsigns.params.data import DataParams
-from handsigns.split import INDEX_COLUMNS, SPLITS, build_index, max_distance, near_pairs, write_index
+from handsigns.split import INDEX_COLUMNS, SPLITS, build_index, write_index
 
 from conftest import assert_user_error_exit, encode, image_array, run_stage, write_image
 
@@ -429,34 +429,6 @@ def test_missing_or_empty_raw(tmp_path):
     put(tmp_path / "raw", "train/a/readme.txt", b"x")
     with pytest.raises(UserError, match="no images found"):
         build_index(tmp_path / "raw", P())
-
-
-# ------------------------------------------------------------------------------------- near_pairs
-
-
-def test_max_distance():
-    assert max_distance(0.93) == 17 and max_distance(1.0) == 0 and max_distance(0.5) == HASH_BITS // 2
-
-
-@pytest.mark.parametrize("max_dist", [0, 3, 17, 40])
-def test_near_pairs_equals_brute_force(max_dist):
-    rng = np.random.default_rng(max_dist)
-    base = rng.integers(0, 256, (300, HASH_BITS // 8), dtype=np.uint8)
-    bits = np.unpackbits(base, axis=1)
-    for k in range(0, 300, 7):  # plant pairs at distances around the threshold
-        flip = rng.choice(HASH_BITS, size=int(rng.integers(0, 45)), replace=False)
-        row = bits[k].copy()
-        row[flip] ^= 1
-        base[k + 1] = np.packbits(row)
-    got = near_pairs(base, max_dist)
-    brute = [
-        (i, j, int(d))
-        for i in range(len(base))
-        for j in range(i + 1, len(base))
-        if (d := hamming(base[i], base[j])) <= max_dist
-    ]
-    assert got == brute
-    assert len(brute) >= 1 if max_dist >= 17 else True
 
 
 # ------------------------------------------------------------------------------------------ writing

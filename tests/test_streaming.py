@@ -1,5 +1,5 @@
 """The streaming data path (DataLoader workers decoding batch by batch) gives the bytes the in-memory path gives:
-in process, and through the real pipeline with a tiny data.memory_budget_gb."""
+in process, and through the real pipeline with a tiny memory.budget_gb."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from handsigns.params.recipe import RecipeParams
 from handsigns.split import build_index, write_index
 from handsigns.train import fit
 
-from conftest import DVC, TINY, colour_dataset, make_project, run
+from conftest import TINY, colour_dataset, dvc, make_project
 
 
 @pytest.fixture
@@ -59,13 +59,13 @@ def test_the_pipeline_over_a_tiny_memory_budget_streams_and_gives_the_same_metri
     source = colour_dataset(tmp_path / "source", per_class=30, size=24)
     overrides = {**TINY, "epochs": 3}
     memory = make_project(tmp_path / "memory", {"source": str(source)}, overrides=overrides, git=True)
-    streamed = make_project(tmp_path / "streamed", {"source": str(source), "memory_budget_gb": 1e-6},
-                            overrides=overrides, git=True)  # fmt: skip
-    run([DVC, "repro"], memory)
-    out = run([DVC, "repro"], streamed).stdout
+    tiny_budget = {**overrides, "memory": {"budget_gb": 1e-6}}
+    streamed = make_project(tmp_path / "streamed", {"source": str(source)}, overrides=tiny_budget, git=True)
+    dvc(memory, "repro")
+    out = dvc(streamed, "repro").stdout
     for stage in ("train", "evaluate", "export"):
-        assert f"{stage}: " in out and "over data.memory_budget_gb = 1e-06: streaming batches from data/raw/" in out
-    for path in ("metrics/eval.json", "metrics/train.json", "models/best.pt", "models/model.safetensors",
-                 "metrics/eval/predictions_test.csv"):  # fmt: skip
+        assert f"{stage}: " in out and "over memory.budget_gb = 1e-06: streaming batches from data/raw/" in out
+    same = ("metrics/eval.json", "metrics/train.json", "models/best.pt", "models/model.safetensors")
+    for path in (*same, "metrics/eval/predictions_test.csv"):
         assert (streamed / path).read_bytes() == (memory / path).read_bytes(), path
     assert json.loads((streamed / "metrics/eval.json").read_text())["test"]["accuracy"] > 0.5

@@ -89,6 +89,23 @@ def test_stage_code_deps_are_the_scripts_import_closure(stage):
     )
 
 
+# Files a stage must never run: a download setting must not re-run the model half, a training knob the data
+# half, and editing the archive-bomb guards must not re-train.
+NEVER_RUN = {
+    "download": {"params/recipe.py", "params/memory.py"},
+    "split": {"params/recipe.py", "params/memory.py", "fetch.py", "extract.py"},
+    "train": {"params/data.py", "download.py", "extract.py", "split.py"},
+    "evaluate": {"params/data.py", "fetch.py", "extract.py", "split.py"},
+    "export": {"params/data.py", "fetch.py", "extract.py", "split.py"},
+}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_runs_only_the_params_sections_and_halves_it_reads(stage):
+    ran = {p.relative_to(PACKAGE).as_posix() for p in closure(REPO / "stages" / f"{stage}.py")}
+    assert not ran & NEVER_RUN[stage], f"stage {stage} runs {sorted(ran & NEVER_RUN[stage])}"
+
+
 def path_constants() -> dict[str, Path]:
     return {name: value for name, value in vars(paths).items() if isinstance(value, Path)}
 

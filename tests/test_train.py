@@ -4,22 +4,15 @@ import pytest
 import torch
 
 from handsigns import checkpoint
-from handsigns.dataset import Split
+from handsigns.dataset import batch_bounds
 from handsigns.errors import UserError
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
 from handsigns.runtime import machine_names, resolve_precision
-from handsigns.train import batch_bounds, fit, make_optimizer, make_scheduler, plan_epochs
+from handsigns.train import fit, make_optimizer, make_scheduler, plan_epochs
 
-from conftest import TINY
-
-
-def random_split(n: int, seed: int = 0, classes: int = 2) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
-    paths = [f"{i}.png" for i in range(n)]
-    return Split("x", images, torch.arange(n) % classes, paths, [f"{seed}:{p}" for p in paths])
+from conftest import TINY, random_split
 
 
 @pytest.mark.parametrize(("n", "bs", "sizes"), [(10, 4, [4, 4, 2]), (9, 4, [4, 5]), (8, 4, [4, 4]), (3, 32, [3])])
@@ -53,7 +46,7 @@ def test_best_checkpoint_rebuilds_the_classifier_that_scored_val(tmp_path):
     model, ckpt = checkpoint.load_model(tmp_path / "best.pt")
     assert ckpt["epoch"] == summary["quality"]["best_epoch"] and ckpt["classes"] == ["a", "b"]
     assert ckpt["params"]["lr"] == TINY["lr"]
-    logprobs = checkpoint.log_probs(model, val.images, batch_size=5)
+    logprobs = checkpoint.score(model, val.images, batch_size=5)
     accuracy = (logprobs.argmax(1) == val.labels).float().mean().item()
     assert accuracy == pytest.approx(summary["best"]["accuracy"])
     assert torch.allclose(logprobs.exp(), model(val.images), atol=1e-6)  # the exported forward: probabilities
@@ -164,8 +157,15 @@ def test_other_data_or_a_damaged_checkpoint_starts_over(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
         fit(recipe, ["a", "b"], random_split(24), val, live=StopAt(2), best_path=tmp_path / "b.pt", resume_path=resume)
     saved = resume.read_bytes()
-    fit(recipe, ["a", "b"], random_split(24, seed=5), val, live=StopAt(), best_path=tmp_path / "b.pt",
-        resume_path=resume)  # fmt: skip
+    fit(
+        recipe,
+        ["a", "b"],
+        random_split(24, seed=5),
+        val,
+        live=StopAt(),
+        best_path=tmp_path / "b.pt",
+        resume_path=resume,
+    )
     assert "it was saved with other data; starting over" in capsys.readouterr().out
     resume.write_bytes(saved[: len(saved) // 2])
     fit(recipe, ["a", "b"], random_split(24), val, live=StopAt(), best_path=tmp_path / "b.pt", resume_path=resume)

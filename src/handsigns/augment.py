@@ -7,12 +7,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from handsigns.params.recipe import TrainParams
 
-def augment(x: torch.Tensor, gen: torch.Generator, params) -> torch.Tensor:
+
+def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch.Tensor:
     """Random affine (zoom, shift, rotation, optional flip) and colour jitter, a different draw per sample.
 
     ``x``: B x 3 x S x S float in [0, 1] on any device; random numbers come from the CPU generator ``gen``
-    so a seed gives the same augmentation on every device. ``params``: a TrainParams.
+    so a seed gives the same augmentation on every device.
     """
     b = x.shape[0]
 

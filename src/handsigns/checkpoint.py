@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from handsigns.dataset import Images
 from handsigns.errors import UserError
 from handsigns.files import atomic_path
 from handsigns.model import Classifier, build_net
@@ -48,10 +49,16 @@ def load_model(path: Path) -> tuple[Classifier, dict]:
     return Classifier(net, norm["mean"], norm["std"]).eval(), ckpt
 
 
+def cpu_state(model: Classifier) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s network state on the CPU, in the default layout: never a view of the live
+    parameters, which the next step changes in place."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.net.state_dict().items()}
+
+
 @torch.inference_mode()
-def log_probs(
+def score(
     model: Classifier,
-    images: torch.Tensor,  # or dataset.StreamedImages: anything sliced into uint8 batches
+    images: Images,
     batch_size: int,
     device: torch.device | None = None,
     precision: str = "fp32",

@@ -65,10 +65,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="handsigns", description="SIGNS hand-sign classifier pipeline tools")
-    p.add_argument("--version", action="version", version=f"handsigns {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_predict(sub) -> None:
     pr = sub.add_parser(
         "predict",
         help="label images with the exported ONNX model (no torch needed)",
@@ -85,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most likely labels")
     pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probability")
     pr.set_defaults(func=_predict)
+
+
+def _add_serve(sub) -> None:
     sv = sub.add_parser(
         "serve",
         help="a local demo page: drop a photo or use the webcam, see the model's answer",
@@ -96,9 +96,12 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: %(default)s)"
     )
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine "
-                    "only; another exposes the page to the network, with a warning)")  # fmt: skip
+    host = "address to listen on (default: %(default)s, this machine only; another exposes the page to the network, "
+    sv.add_argument("--host", default="127.0.0.1", help=host + "with a warning)")
     sv.set_defaults(func=_serve)
+
+
+def _add_compare(sub) -> None:
     cp = sub.add_parser(
         "compare",
         help="markdown report (a PR comment): params, metrics, curves and predictions of a base rev vs the workspace",
@@ -118,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
         help="absolute http(s) URL of the uploaded reports (e.g. the CI run's artifact), linked from the report",
     )
     cp.set_defaults(func=_compare)
+
+
+def _add_gate(sub) -> None:
     gp = sub.add_parser(
         "gate",
         help="fail when held-out accuracy dropped against a base rev's committed run",
@@ -154,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
         "against dvc.lock, re-run evaluate and the export check on the pulled model (docs/sharing-runs.md)",
     )
     gp.set_defaults(func=_gate)
+
+
+def _add_remote(sub) -> None:
     rm = sub.add_parser(
         "remote",
         help="name the team's DVC remote once (written to .dvc/config, the default for push and pull)",
@@ -165,6 +174,9 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("url", help="where the remote lives")
     rm.add_argument("--name", default="storage", help="the remote's name (default: %(default)s)")
     rm.set_defaults(func=_remote)
+
+
+def _add_pull(sub) -> None:
     pl = sub.add_parser(
         "pull",
         help="get the committed run's outputs (model, data, export) from the DVC remote instead of training",
@@ -174,6 +186,14 @@ def parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--remote", help="the DVC remote to pull from (default: the project's default remote)")
     pl.set_defaults(func=_pull)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="handsigns", description="SIGNS hand-sign classifier pipeline tools")
+    p.add_argument("--version", action="version", version=f"handsigns {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_predict, _add_serve, _add_compare, _add_gate, _add_remote, _add_pull):
+        add(sub)
     return p
 
 

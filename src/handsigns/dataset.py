@@ -1,5 +1,5 @@
 """Data for training and evaluation: each split's images as an ``N x 3 x S x S`` uint8 tensor, or, when that
-would not fit ``data.memory_budget_gb``, as :class:`StreamedImages`, decoded batch by batch.
+would not fit ``memory.budget_gb``, as :class:`StreamedImages`, decoded batch by batch.
 
 The images of SIGNS (and of most course-sized data sets) fit in memory many times over once resized, so by
 default the files are decoded exactly once per run and every epoch indexes one tensor. Past the budget
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from handsigns.errors import UserError
-from handsigns.imaging import DECODE_ERRORS, load_rgb
+from handsigns.imaging import DECODE_ERRORS, decoders, load_rgb
 from handsigns.paths import INDEX, RAW
 
 
@@ -109,7 +109,7 @@ def decode_all(paths: list[Path], image_size: int, threads: int | None = None) -
             raise UserError(f"{p} can no longer be decoded ({exc}); re-run the pipeline (dvc repro)") from None
         out[i] = pixels.transpose(2, 0, 1)
 
-    threads = threads or min(8, os.cpu_count() or 1, max(len(paths), 1))
+    threads = threads or min(decoders(), max(len(paths), 1))
     if threads == 1:
         for i in range(len(paths)):
             one(i)
@@ -148,15 +148,15 @@ def load_split(
 
 
 def load_splits(
-    names: tuple[str, ...], image_size: int, classes: list[str], memory_budget_gb: float, stage: str
+    names: tuple[str, ...], image_size: int, classes: list[str], budget_gb: float, stage: str
 ) -> list[Split]:
-    """The splits ``names``, all in memory when they fit ``data.memory_budget_gb`` decoded, else all streamed
-    (and one line says so)."""
+    """The splits ``names``, all in memory when they fit ``budget_gb`` (``memory.budget_gb``) decoded, else all
+    streamed (and one line says so)."""
     need = decoded_bytes(INDEX, names, image_size)
-    stream = need > memory_budget_gb * 1e9
+    stream = need > budget_gb * 1e9
     if stream:
-        print(f"{stage}: {'+'.join(names)} decoded would take {need / 1e9:.2f} GB, over data.memory_budget_gb = "
-              f"{memory_budget_gb:g}: streaming batches from {RAW}/", flush=True)  # fmt: skip
+        over = f"{need / 1e9:.2f} GB, over memory.budget_gb = {budget_gb:g}"
+        print(f"{stage}: {'+'.join(names)} decoded would take {over}: streaming batches from {RAW}/", flush=True)
     return [load_split(name, image_size, classes, stream=stream) for name in names]
 
 
@@ -177,3 +177,45 @@ def channel_stats(images: Images) -> tuple[list[float], list[float]]:
         Fraction(q * count - t * t, count * max(count - 1, 1) * 255 * 255) for t, q in zip(total, squares, strict=True)
     ]
     return [round(float(m), 6) for m in mean], [round(max(math.sqrt(v), 1e-6), 6) for v in var]
+
+
+# ----------------------------------------------------------------------------------------- batch feeding
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each training batch; a last batch of one image joins the one before it
+    (batch norm cannot normalise a single sample)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _as_is(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # a decoding worker: the cores belong to the workers side by side and the loop
+
+
+def batch_pixels(
+    split: Split, batches: list[torch.Tensor], device: torch.device, processes: int = 1
+) -> Iterator[torch.Tensor]:
+    """The uint8 pixels of each batch of indices, in order, on ``device``: indexed from the in-memory tensor,
+    or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches).
+    ``processes`` training processes share this machine's cores."""
+    if not split.streamed:
+        return (split.images[idx] for idx in batches)
+    loader = torch.utils.data.DataLoader(
+        split.images,
+        batch_sampler=[idx.tolist() for idx in batches],
+        num_workers=decoders(processes, spare=1),  # a core left for the loop itself
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4,
+        multiprocessing_context="spawn" if device.type == "cuda" else None,  # no fork after CUDA is up
+        generator=torch.Generator(),  # its workers' seed comes from here, not from the global RNG dropout uses
+        collate_fn=_as_is,  # the batch is already one tensor (StreamedImages.__getitems__)
+        worker_init_fn=_one_thread,
+    )
+    return (x.to(device, non_blocking=True) for x in loader)

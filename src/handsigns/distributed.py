@@ -36,6 +36,11 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    def say(self, line: str) -> None:
+        """Print ``line`` from rank 0 only: one log, however many processes."""
+        if self.main:
+            print(line, flush=True)
+
 
 def current() -> World:
     """This process's place in the run, from the variables torchrun sets (one process when unset)."""

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from handsigns.checkpoint import log_probs
+from handsigns.checkpoint import score
 from handsigns.dataset import Split
 from handsigns.files import atomic_path
 from handsigns.metrics import report
@@ -21,7 +21,7 @@ def evaluate_split(
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """(headline metrics, per-class table, per-image predictions) of ``model`` on ``split``, scored on the CPU
     in fp32 through the exported model's own forward (uint8 pixels in)."""
-    logprobs = log_probs(model, split.images, batch_size)
+    logprobs = score(model, split.images, batch_size)
     loss = F.nll_loss(logprobs, split.labels, reduction="sum").item() / max(len(split), 1)
     probs = logprobs.exp()
     preds = probs.argmax(1)

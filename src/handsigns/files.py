@@ -53,8 +53,10 @@ def no_space_is_one_error(path: Path) -> Iterator[None]:
         if isinstance(exc, OSError) and exc.errno not in NO_SPACE:
             raise
         reason = exc.strerror if isinstance(exc, OSError) else "No space left on device"
-        raise NoSpaceError(f"no space left on the device while writing {path} ({reason}); free some space "
-                           f"and re-run: the previous {path.name}, if any, is unchanged") from None  # fmt: skip
+        unchanged = f"the previous {path.name}, if any, is unchanged"
+        raise NoSpaceError(
+            f"no space left on the device while writing {path} ({reason}); free some space and re-run: " + unchanged
+        ) from None
 
 
 def leftovers(path: Path) -> list[Path]:

@@ -19,6 +19,7 @@ HASH_DRAFT = 256  # JPEGs are decoded DCT-scaled to >= 256 px for hashing (3024 
 # The decompression-bomb guard: an image whose header claims more pixels is refused before it is decoded. 50 MP
 # passes a 48 MP phone photo and refuses 8,000 x 8,000 (a few KB of JPEG can claim that: 192 MB decoded).
 MAX_MEGAPIXELS = 50.0  # Pillow's own refusal, above ~179 MP at open, stays the ceiling whatever the limit
+MAX_DECODERS = 8  # past this, decoding is bound by memory bandwidth and the consumer, not by cores
 
 
 class ImageTooLarge(ValueError):
@@ -26,6 +27,12 @@ class ImageTooLarge(ValueError):
 
 
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def decoders(processes: int = 1, spare: int = 0) -> int:
+    """How many threads or worker processes decode images side by side: this process's share of the cores
+    (``processes`` share the machine), less ``spare`` left for other work; 1 to :data:`MAX_DECODERS`."""
+    return max(1, min(MAX_DECODERS, (os.cpu_count() or 1) // processes - spare))
 
 
 def is_image_name(name: str) -> bool:
@@ -47,8 +54,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _too_large(width: int, height: int, max_megapixels: float) -> ImageTooLarge:
-    return ImageTooLarge(f"{width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-                         f"{max_megapixels:g} (a decompression-bomb guard); not decoded")  # fmt: skip
+    size = f"{width}x{height} is {width * height / 1e6:.1f} megapixels"
+    return ImageTooLarge(f"{size}, over the limit of {max_megapixels:g} (a decompression-bomb guard); not decoded")
 
 
 def open_image(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from handsigns.errors import UserError
+from handsigns.params.recipe import ModelParams
 
 
 def feature_side(image_size: int) -> int:
@@ -65,8 +66,8 @@ class Torchvision(nn.Module):
 
         names = torchvision.models.list_models(module=torchvision.models)  # the classifiers, not detection etc.
         if arch not in names:
-            raise UserError(f"params.yaml: model.arch = {arch!r} is neither net nor a torchvision classifier; use "
-                            f"net or one of {', '.join(names)}")  # fmt: skip
+            neither = f"params.yaml: model.arch = {arch!r} is neither net nor a torchvision classifier"
+            raise UserError(f"{neither}; use net or one of {', '.join(names)}")
         self.arch = arch
         self.body = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
         self.body.eval()
@@ -74,8 +75,11 @@ class Torchvision(nn.Module):
             with torch.no_grad():
                 self.body(torch.zeros(1, 3, image_size, image_size))
         except (RuntimeError, ValueError, AssertionError) as exc:
-            raise UserError(f"model.arch = {arch} does not take {image_size}x{image_size} images "
-                            f"({str(exc).splitlines()[0][:120]}); raise model.image_size") from None  # fmt: skip
+            why = str(exc).splitlines()[0][:120]
+            size = f"{image_size}x{image_size}"
+            raise UserError(
+                f"model.arch = {arch} does not take {size} images ({why}); raise model.image_size"
+            ) from None
         self.body.train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +88,7 @@ class Torchvision(nn.Module):
         return F.log_softmax(logits, dim=1)
 
 
-def build_net(num_classes: int, model_params) -> nn.Module:  # model_params: handsigns.params.recipe.ModelParams
+def build_net(num_classes: int, model_params: ModelParams) -> nn.Module:
     if model_params.arch != "net":
         return Torchvision(model_params.arch, num_classes, model_params.image_size)
     return Net(

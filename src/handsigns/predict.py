@@ -77,11 +77,13 @@ class Predictor:
         gives = [o.shape[-1] for o in outputs if o.name == self.output_name]
         size = self.image_size
         if takes != [[3, size, size]] or gives != [len(self.classes)]:
-            found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) + " -> " + \
-                ", ".join(f"{o.name} {list(o.shape)}" for o in outputs)  # fmt: skip
-            raise UserError(f"{card_path} does not describe {model_path}: the card says {len(self.classes)} classes "
-                            f"from {size}x{size} images, the model is {found}; use the card exported with it "
-                            "(dvc repro export)")  # fmt: skip
+            ins = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+            outs = ", ".join(f"{o.name} {list(o.shape)}" for o in outputs)
+            says = f"the card says {len(self.classes)} classes from {size}x{size} images"
+            raise UserError(
+                f"{card_path} does not describe {model_path}: {says}, the model is {ins} -> {outs}; "
+                "use the card exported with it (dvc repro export)"
+            )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities."""
@@ -105,8 +107,8 @@ class Predictor:
             return load_rgb(image, self.image_size)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
-                raise UserError(f"an image array must be uint8 pixels 0-255, not {image.dtype}; convert it, e.g. "
-                                "(x * 255).round().astype(np.uint8) for floats in [0, 1]")  # fmt: skip
+                how = "(x * 255).round().astype(np.uint8) for floats in [0, 1]"
+                raise UserError(f"an image array must be uint8 pixels 0-255, not {image.dtype}; convert it, e.g. {how}")
             if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
                 raise UserError(f"an image array must be H x W, H x W x 3 or H x W x 4; got shape {image.shape}")
             image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from handsigns.download import download, is_url, local_path
 from handsigns.errors import UserError
+from handsigns.fetch import download, is_url, local_path
 from handsigns.files import sha256_file
 from handsigns.model import Torchvision, head
 
@@ -61,11 +61,14 @@ def _fetch(spec: str, sha256: str | None, what: str, pin: str, cache: Path) -> P
         raise UserError(f"{what} = {spec!r}: no such file ({path})")
     observed = sha256_file(path)
     if sha256 is None:
-        raise UserError(f"{pin} is null; pin {what}'s sha256 so DVC re-trains when the weights change: "
-                        f"{pin}: {observed}")  # fmt: skip
+        raise UserError(
+            f"{pin} is null; pin {what}'s sha256 so DVC re-trains when the weights change: {pin}: {observed}"
+        )
     if observed != sha256.lower():
-        raise UserError(f"sha256 mismatch for {what} = {spec!r}: expected {sha256}, got {observed}; if the file "
-                        f"changed on purpose, set {pin} to the new value")  # fmt: skip
+        raise UserError(
+            f"sha256 mismatch for {what} = {spec!r}: expected {sha256}, got {observed}; if the file "
+            f"changed on purpose, set {pin} to the new value"
+        )
     return path
 
 
@@ -78,14 +81,17 @@ def _torchvision(spec: str, net: Torchvision) -> dict[str, torch.Tensor]:
     except (ValueError, KeyError, AttributeError):
         weights = None
     if weights not in list(enum):
-        raise UserError(f"model.weights = {spec!r} is not a torchvision weights name for {net.arch}; use DEFAULT "
-                        f"or one of {', '.join(str(w) for w in enum)}")  # fmt: skip
+        raise UserError(
+            f"model.weights = {spec!r} is not a torchvision weights name for {net.arch}; use DEFAULT "
+            f"or one of {', '.join(str(w) for w in enum)}"
+        )
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except OSError as exc:  # urllib's URLError is an OSError: no internet here
-        raise UserError(f"cannot fetch {weights} ({exc}); run once where the internet is reachable (torchvision "
-                        f"caches it in {torch.hub.get_dir()}), or set model.weights to a local file"
-                        ) from None  # fmt: skip
+        raise UserError(
+            f"cannot fetch {weights} ({exc}); run once where the internet is reachable (torchvision "
+            f"caches it in {torch.hub.get_dir()}), or set model.weights to a local file"
+        ) from None
 
 
 def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None, what: str, pin: str) -> dict:
@@ -94,8 +100,10 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
     source_classes = None
     if TORCHVISION_NAME.fullmatch(spec):
         if not isinstance(net, Torchvision):
-            raise UserError(f"{what} = {spec!r} names torchvision weights, but model.arch is the notes' net; set "
-                            "model.arch to a torchvision architecture, or name a weights file")  # fmt: skip
+            raise UserError(
+                f"{what} = {spec!r} names torchvision weights, but model.arch is the notes' net; set "
+                "model.arch to a torchvision architecture, or name a weights file"
+            )
         state, digest = _torchvision(spec, net), None
     else:
         path = _fetch(spec, sha256, what, pin, cache)
@@ -110,11 +118,14 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
         if in_head(key):
             continue
         if key not in state:
-            raise UserError(f"{what} = {spec!r} does not fit this model: it has no {key!r}; is it another "
-                            "model.arch or model size?")  # fmt: skip
+            raise UserError(
+                f"{what} = {spec!r} does not fit this model: it has no {key!r}; is it another model.arch or model size?"
+            )
         if state[key].shape != tensor.shape:
-            raise UserError(f"{what} = {spec!r} does not fit this model: {key!r} is {tuple(state[key].shape)}, "
-                            f"the model's {tuple(tensor.shape)}; is it another model size?")  # fmt: skip
+            raise UserError(
+                f"{what} = {spec!r} does not fit this model: {key!r} is {tuple(state[key].shape)}, "
+                f"the model's {tuple(tensor.shape)}; is it another model size?"
+            )
     merged = {k: (state[k] if not in_head(k) else v) for k, v in own.items()}
     carried = 0
     if source_classes is not None:  # rows by class name; the others keep their fresh initialisation
@@ -132,6 +143,9 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
         carried = len(classes)
     net.load_state_dict(merged)
     fresh = len(classes) - carried
-    print(f"train: starting from {what} = {spec}: {len(own)} tensors; head {top}: {carried} of {len(classes)} "
-          f"classes carried over, {fresh} fresh", flush=True)  # fmt: skip
+    print(
+        f"train: starting from {what} = {spec}: {len(own)} tensors; head {top}: {carried} of {len(classes)} "
+        f"classes carried over, {fresh} fresh",
+        flush=True,
+    )
     return {"param": what, "source": spec, "sha256": digest, "classes_carried": carried, "classes_fresh": fresh}

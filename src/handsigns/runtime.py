@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 
 # The fingerprint keys that decide a run's floating-point result: the same values give the same bytes; other
 # kernels, thread counts or library versions give other, equally valid, last bits (``handsigns gate``).
-DECIDING_KEYS = (
-    *("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision", "gpu", "cuda", "cudnn"),
-    *("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive"),
-)
 # Libraries whose code shapes the outputs' bytes (decoding, curves, export) besides torch.
 LIBRARIES = ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
+DECIDING_KEYS = (
+    *("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision", "gpu", "cuda", "cudnn"),
+    *LIBRARIES,
+)
 
 
 def class_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:

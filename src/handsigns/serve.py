@@ -27,8 +27,11 @@ from handsigns.predict import Predictor
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes: a phone photo is 2-10 MB
 TOP = 3
-PAGES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-         "/style.css": ("style.css", "text/css; charset=utf-8")}  # fmt: skip
+PAGES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
 
 
 def facts(predictor: Predictor, model: Path) -> dict:
@@ -63,67 +66,81 @@ def label(predictor: Predictor, data: bytes) -> dict:
     }
 
 
-def make_handler(predictor: Predictor, model: Path) -> type[BaseHTTPRequestHandler]:
-    card = json.dumps(facts(predictor, model)).encode()
+class Handler(BaseHTTPRequestHandler):
+    """The page, the model card and ``POST /predict`` for one model (:func:`make_handler` binds it)."""
+
+    server_version = "handsigns"
+    predictor: Predictor
+    card: bytes  # the model card's facts, as JSON
     web = files("handsigns") / "web"
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "handsigns"
+    def log_message(self, fmt: str, *args) -> None:  # one short line per request, on stderr
+        sys.stderr.write(f"serve: {self.address_string()} {fmt % args}\n")
 
-        def log_message(self, fmt: str, *args) -> None:  # one short line per request, on stderr
-            sys.stderr.write(f"serve: {self.address_string()} {fmt % args}\n")
+    def send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
 
-        def send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(body)
+    def send_json(self, status: int, obj: dict) -> None:
+        self.send(status, json.dumps(obj).encode(), "application/json")
 
-        def send_json(self, status: int, obj: dict) -> None:
-            self.send(status, json.dumps(obj).encode(), "application/json")
+    def refuse(self, status: HTTPStatus, message: str) -> None:
+        self.send_json(status, {"error": message})
 
-        def refuse(self, status: HTTPStatus, message: str) -> None:
-            self.send_json(status, {"error": message})
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/card":
+            self.send(HTTPStatus.OK, self.card, "application/json")
+        elif path in PAGES:
+            name, ctype = PAGES[path]
+            self.send(HTTPStatus.OK, (self.web / name).read_bytes(), ctype)
+        else:
+            self.refuse(HTTPStatus.NOT_FOUND, f"no page {path}")
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/card":
-                self.send(HTTPStatus.OK, card, "application/json")
-            elif path in PAGES:
-                name, ctype = PAGES[path]
-                self.send(HTTPStatus.OK, (web / name).read_bytes(), ctype)
-            else:
-                self.refuse(HTTPStatus.NOT_FOUND, f"no page {path}")
+    def upload(self) -> bytes | None:
+        """The request's body, or None once refused: no length, over :data:`MAX_UPLOAD`, or empty."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.refuse(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body, with its length")
+            return None
+        if length > MAX_UPLOAD:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            size, limit = length / 1e6, MAX_UPLOAD / 1e6
+            self.refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the file is {size:.1f} MB; the limit is {limit:.0f} MB")
+            return None
+        data = self.rfile.read(length)
+        if not data:
+            self.refuse(HTTPStatus.BAD_REQUEST, "the upload is empty: choose an image file")
+            return None
+        return data
 
-        def do_POST(self) -> None:
-            if self.path.split("?", 1)[0] != "/predict":
-                return self.refuse(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}")
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                return self.refuse(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body, with its length")
-            if length > MAX_UPLOAD:
-                self.close_connection = True  # the body is not read: the connection cannot be reused
-                size, limit = length / 1e6, MAX_UPLOAD / 1e6
-                return self.refuse(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the file is {size:.1f} MB; the limit is {limit:.0f} MB"
-                )
-            data = self.rfile.read(length)
-            if not data:
-                return self.refuse(HTTPStatus.BAD_REQUEST, "the upload is empty: choose an image file")
-            try:
-                answer = label(predictor, data)
-            except ImageTooLarge as exc:
-                return self.refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the image is too large to decode: {exc}")
-            except DECODE_ERRORS:
-                return self.refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                                   "not an image this model can read (JPEG, PNG, BMP, WebP, ...)")  # fmt: skip
-            self.send_json(HTTPStatus.OK, answer)
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/predict":
+            return self.refuse(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}")
+        data = self.upload()
+        if data is None:
+            return None
+        try:
+            answer = label(self.predictor, data)
+        except ImageTooLarge as exc:
+            return self.refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the image is too large to decode: {exc}")
+        except DECODE_ERRORS:
+            unreadable = "not an image this model can read (JPEG, PNG, BMP, WebP, ...)"
+            return self.refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, unreadable)
+        self.send_json(HTTPStatus.OK, answer)
 
-    return Handler
+
+def make_handler(predictor: Predictor, model: Path) -> type[Handler]:
+    """The :class:`Handler` of ``predictor`` (the ONNX model at ``model``)."""
+    return type(
+        "ModelHandler", (Handler,), {"predictor": predictor, "card": json.dumps(facts(predictor, model)).encode()}
+    )
 
 
 class Server(ThreadingHTTPServer):
@@ -142,8 +159,8 @@ def make_server(model: Path, host: str = "127.0.0.1", port: int = 8000) -> Serve
 def run(model: Path, host: str, port: int) -> int:
     server = make_server(model, host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"serve: warning: listening on {host}: anyone who reaches this machine can use the page; "
-              "there is no login", file=sys.stderr)  # fmt: skip
+        warning = f"listening on {host}: anyone who reaches this machine can use the page; there is no login"
+        print(f"serve: warning: {warning}", file=sys.stderr)
     where = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{server.server_address[1]}/"
     print(f"serve: {model} on {where} (Ctrl-C stops)", flush=True)
     try:

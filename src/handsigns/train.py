@@ -6,13 +6,10 @@ last complete epoch to the same bytes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +18,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from handsigns import checkpoint, distributed
+from handsigns import checkpoint, distributed, resume
 from handsigns.augment import augment
-from handsigns.dataset import Split, channel_stats, view
+from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
-from handsigns.files import leftovers
 from handsigns.model import Classifier, build_net, head
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
 from handsigns.runtime import (
-    DECIDING_KEYS,
     autocast,
     channels_last,
     fingerprint,
@@ -78,137 +73,54 @@ def make_scheduler(recipe: RecipeParams, optimizer: torch.optim.Optimizer, total
     return None
 
 
-# ------------------------------------------------------------------------------------------ the loop
-
-
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, end)`` of each training batch; a last batch of one image joins the one before it
-    (batch norm cannot normalise a single sample)."""
-    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-        bounds[-2:] = [(bounds[-2][0], n)]
-    return bounds
-
-
-@dataclass
-class EpochStats:
-    loss: float  # mean per-sample loss
-    accuracy: float  # exact: correct / samples
-
-
-def train_epoch(
-    model: Classifier,
-    forward,
-    split: Split,
-    order: torch.Tensor,
-    optimizer,
-    scheduler,
-    recipe: RecipeParams,
-    gen: torch.Generator,
-    device: torch.device,
-    precision: str,
-    scaler,
-    epoch: int,
-    epochs: int,
-) -> EpochStats:
-    """One pass over ``split`` (its images and labels already on ``device``) in ``order``, this process's share;
-    ``forward`` is ``model.log_probs``, or its DistributedDataParallel wrapper. The running loss and accuracy
-    stay on the device until the epoch ends: no host synchronisation per step."""
-    model.train()
-    t = recipe.train
-    order = order.to(split.labels.device)
-    total_nll = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    batches = [order[start:end] for start, end in batch_bounds(len(order), recipe.batch_size // recipe.world_size)]
-    bar = tqdm(
-        zip(batches, batch_pixels(split, batches, device, recipe.world_size), strict=True),
-        total=len(batches),
-        desc=f"epoch {epoch}/{epochs}",
-        leave=False,
-        unit="batch",
-        mininterval=0.5,
-        disable=None,
-    )
-    for idx, pixels in bar:
-        x = pixels.float().div_(255.0)
-        y = split.labels[idx]
-        if t.augment:
-            x = augment(x, gen, t)
-        with autocast(device, precision):
-            logprobs = forward(x)
-            loss = (
-                F.nll_loss(logprobs.float(), y, reduction="mean")
-                if t.label_smoothing == 0
-                else F.cross_entropy(logprobs.float(), y, label_smoothing=t.label_smoothing)
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        # The curve reports plain NLL (comparable with val), whatever the objective's label smoothing.
-        total_nll += F.nll_loss(logprobs.detach().float(), y, reduction="sum")
-        correct += (logprobs.detach().argmax(1) == y).sum()
-    nll, right, seen = distributed.all_sum([total_nll.item(), float(correct), float(len(order))], device)
-    if not math.isfinite(nll):
-        raise UserError(f"training diverged at epoch {epoch} (loss is {nll}); lower lr in params.yaml")
-    return EpochStats(nll / seen, right / seen)
-
-
-def _as_is(batch: torch.Tensor) -> torch.Tensor:
-    return batch
-
-
-def _one_thread(_worker: int) -> None:
-    torch.set_num_threads(1)  # a decoding worker: the cores belong to the workers side by side and the loop
-
-
-def batch_pixels(split: Split, batches: list[torch.Tensor], device: torch.device, processes: int = 1):
-    """The uint8 pixels of each batch of indices, in order, on ``device``: indexed from the in-memory tensor,
-    or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches)."""
-    if not split.streamed:
-        return (split.images[idx] for idx in batches)
-    workers = max(1, min(8, (os.cpu_count() or 1) // processes - 1))  # a core left for the loop itself
-    loader = torch.utils.data.DataLoader(
-        split.images,
-        batch_sampler=[idx.tolist() for idx in batches],
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4,
-        multiprocessing_context="spawn" if device.type == "cuda" else None,  # no fork after CUDA is up
-        generator=torch.Generator(),  # its workers' seed comes from here, not from the global RNG dropout uses
-        collate_fn=_as_is,  # the batch is already one tensor (StreamedImages.__getitems__)
-        worker_init_fn=_one_thread,
-    )
-    return (x.to(device, non_blocking=True) for x in loader)
+# ----------------------------------------------------------------------------------------------- the model
 
 
 def starting_weights(recipe: RecipeParams, net: torch.nn.Module, classes: list[str]) -> dict | None:
     """Load ``train.init_from`` or ``model.weights`` into ``net``; what was loaded, or None (a fresh start)."""
     from handsigns import pretrained
 
-    if recipe.train.init_from:
-        t = recipe.train
-        return pretrained.start_from(net, classes, t.init_from, t.init_from_sha256, "train.init_from",
-                                     "train.init_from_sha256")  # fmt: skip
-    if recipe.model.weights:
-        m = recipe.model
+    t, m = recipe.train, recipe.model
+    if t.init_from:  # the keys are named in its errors
+        return pretrained.start_from(
+            net, classes, t.init_from, t.init_from_sha256, "train.init_from", "train.init_from_sha256"
+        )
+    if m.weights:
         return pretrained.start_from(net, classes, m.weights, m.weights_sha256, "model.weights", "model.weights_sha256")
     return None
+
+
+def build_model(
+    recipe: RecipeParams, classes: list[str], train: Split, world: distributed.World, device: torch.device
+) -> tuple[Classifier, dict[str, Any]]:
+    """The classifier to train, on ``device``, and what every checkpoint of it holds besides the weights."""
+    mean, std = channel_stats(train.images)
+    net = build_net(len(classes), recipe.model)
+    start = starting_weights(recipe, net, classes) if world.main else None  # DDP hands rank 0's to the rest
+    model = Classifier(net, mean, std).to(device)
+    if world.distributed:
+        torch.manual_seed(recipe.seed + world.rank)  # the same initial weights on every rank; dropout masks differ
+        if device.type == "cuda":
+            model.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net)  # state_dict names unchanged
+    if channels_last(device):
+        model = model.use_channels_last()
+    if recipe.train.compile:
+        model.net.compile()  # in place: the state_dict keeps its names
+    meta = {
+        "classes": classes,
+        "normalisation": {"mean": mean, "std": std},
+        "model": dataclasses.asdict(recipe.model),
+        "params": dataclasses.asdict(recipe),
+        "start": start,
+    }
+    return model, meta
 
 
 def freeze_backbone(model: Classifier, world: distributed.World, frozen: bool, epoch: int) -> None:
     backbone, _ = backbone_and_head(model)
     if backbone and backbone[0].requires_grad == frozen:  # a change: say it once
-        say(
-            world,
-            f"train: epoch {epoch}: the backbone is {'frozen, the head alone trains' if frozen else 'trained too'}",
-        )
+        now = "frozen, the head alone trains" if frozen else "trained too"
+        world.say(f"train: epoch {epoch}: the backbone is {now}")
     for p in backbone:
         p.requires_grad_(not frozen)
 
@@ -224,17 +136,7 @@ class _LogProbs(torch.nn.Module):
         return self.model.log_probs(x)
 
 
-def score_val(model: Classifier, val: Split, world: distributed.World, device, precision: str) -> EpochStats:
-    """Val loss and accuracy, exact. Each process scores its shard (one process: all of val) and the sums are
-    all-reduced, so every image counts once (no sampler padding) and every rank gets the same figures."""
-    distributed.sync_buffers(model.net)
-    part = distributed.shard(len(val), world)
-    images, labels = view(val.images, part), val.labels[part]  # a streamed val is decoded batch by batch
-    logprobs = checkpoint.log_probs(model, images, VAL_BATCH, device, precision)
-    nll = F.nll_loss(logprobs, labels, reduction="sum").item() if len(labels) else 0.0
-    right = int((logprobs.argmax(1) == labels).sum()) if len(labels) else 0
-    nll, right, n = distributed.all_sum([nll, float(right), float(len(labels))], device)
-    return EpochStats(nll / n, right / n)
+# ------------------------------------------------------------------------------------------------ the loop
 
 
 def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
@@ -245,69 +147,192 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     return max(recipe.epochs, math.ceil(recipe.train.min_steps / steps)), steps
 
 
-# ---------------------------------------------------------------------------------------------------- resume
+@dataclass
+class Loop:
+    """What every epoch of one run shares: the recipe, where and how it computes, and what steps the weights."""
+
+    recipe: RecipeParams
+    world: distributed.World
+    device: torch.device
+    precision: str
+    epochs: int  # as planned (plan_epochs)
+    gen: torch.Generator  # this rank's augmentation stream (and, in one process, the data order)
+    forward: Callable[[torch.Tensor], torch.Tensor]  # model.log_probs, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # stepped once per batch; None: a constant lr
+    scaler: torch.amp.GradScaler | None  # fp16 only
 
 
-def signature(recipe: RecipeParams, classes: list[str], train: Split, val: Split, device, precision: str) -> dict:
-    """What a run must share with the one that saved a resume checkpoint, each part hashed: params, data (every
-    file's sha256 and label), code (this package, which decodes them) and machine (the fingerprint's deciding
-    keys: other kernels or versions would give other last bits than an uninterrupted run)."""
-
-    def digest(*parts: bytes) -> str:
-        h = hashlib.sha256()
-        for part in parts:
-            h.update(hashlib.sha256(part).digest())
-        return h.hexdigest()
-
-    machine = {k: v for k, v in fingerprint(device, precision).items() if k in DECIDING_KEYS}
-    files = [json.dumps([s.paths, s.sha256, s.labels.tolist()]).encode() for s in (train, val)]
-    return {
-        "params": digest(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode()),
-        "data": digest(json.dumps(classes).encode(), *files),  # each file's bytes and label (the code decodes)
-        "code": digest(*(f.read_bytes() for f in sorted(Path(__file__).parent.rglob("*.py")))),
-        "machine": digest(json.dumps(machine, sort_keys=True).encode()),
-    }
-
-
-def say(world: distributed.World, line: str) -> None:
-    """Print ``line`` from rank 0 only: one log, however many processes."""
-    if world.main:
-        print(line, flush=True)
+def make_loop(
+    recipe: RecipeParams, model: Classifier, train_images: int, world: distributed.World, device, precision: str
+) -> Loop:
+    forward: Callable[[torch.Tensor], torch.Tensor] = model.log_probs
+    if world.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        forward = torch.nn.parallel.DistributedDataParallel(
+            _LogProbs(model), device_ids=ids, find_unused_parameters=recipe.train.freeze_epochs > 0
+        )
+    epochs, steps = plan_epochs(recipe, train_images)
+    optimizer = make_optimizer(recipe, model)
+    return Loop(
+        recipe,
+        world,
+        device,
+        precision,
+        epochs,
+        gen=torch.Generator().manual_seed(recipe.seed + world.rank),  # rank 0's is the single-process one
+        forward=forward,
+        optimizer=optimizer,
+        scheduler=make_scheduler(recipe, optimizer, epochs * steps),
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
+    )
 
 
-def load_resume(path: Path, expected: dict) -> dict | None:
-    """The resume state saved at ``path``, or None (and one line saying why) when it is missing, unreadable, or
-    was saved by a run with other params, data, code or machine."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved, _ = state["signature"], state["rng"]  # a file of an older layout is as foreign as a damaged one
-    except Exception as exc:  # a damaged or foreign file: never fatal, never trusted
-        print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
-        return None
-    differ = [part for part in expected if saved.get(part) != expected[part]]
-    if differ:
-        print(f"train: not resuming from {path}: it was saved with other {', '.join(differ)}; starting over",
-              flush=True)  # fmt: skip
-        return None
-    return state
+@dataclass
+class EpochStats:
+    loss: float  # mean per-sample loss
+    accuracy: float  # exact: correct / samples
 
 
-def weights(model: Classifier) -> dict[str, torch.Tensor]:
-    """A copy of the network's state on the CPU, in the default layout: never a view of the live parameters,
-    which the next step changes in place."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.net.state_dict().items()}
+def step(loop: Loop, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on batch ``x`` (float pixels in [0, 1]) with labels ``y``; its log-probabilities."""
+    smoothing = loop.recipe.train.label_smoothing
+    with autocast(loop.device, loop.precision):
+        logprobs = loop.forward(x)
+        loss = (
+            F.nll_loss(logprobs.float(), y, reduction="mean")
+            if smoothing == 0
+            else F.cross_entropy(logprobs.float(), y, label_smoothing=smoothing)
+        )
+    loop.optimizer.zero_grad(set_to_none=True)
+    if loop.scaler is not None:
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+    else:
+        loss.backward()
+        loop.optimizer.step()
+    if loop.scheduler is not None:
+        loop.scheduler.step()
+    return logprobs.detach()
 
 
-def log_epoch(live, epoch: int, tr: EpochStats, va: EpochStats) -> None:
-    if live is None:
-        return
-    live.step = epoch  # plots count epochs from 1, as the log does
-    for split_name, stats in (("train", tr), ("val", va)):
-        live.log_metric(f"{split_name}/loss", round(stats.loss, 6))
-        live.log_metric(f"{split_name}/accuracy", round(stats.accuracy, 6))
-    live.next_step()
+def train_epoch(model: Classifier, loop: Loop, split: Split, order: torch.Tensor, epoch: int) -> EpochStats:
+    """One pass over ``split`` (its labels, and its images unless streamed, already on the device) in
+    ``order``, this process's share. The running loss and accuracy stay on the device until the epoch ends:
+    no host synchronisation per step."""
+    model.train()
+    recipe, device = loop.recipe, loop.device
+    order = order.to(split.labels.device)
+    total_nll = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = [order[start:end] for start, end in batch_bounds(len(order), recipe.batch_size // recipe.world_size)]
+    pixels = batch_pixels(split, batches, device, recipe.world_size)
+    shown = {"desc": f"epoch {epoch}/{loop.epochs}", "leave": False, "unit": "batch", "mininterval": 0.5}
+    bar = tqdm(zip(batches, pixels, strict=True), total=len(batches), disable=None, **shown)  # None: a TTY only
+    for idx, batch in bar:
+        x = batch.float().div_(255.0)
+        y = split.labels[idx]
+        if recipe.train.augment:
+            x = augment(x, loop.gen, recipe.train)
+        logprobs = step(loop, x, y)
+        # The curve reports plain NLL (comparable with val), whatever the objective's label smoothing.
+        total_nll += F.nll_loss(logprobs.float(), y, reduction="sum")
+        correct += (logprobs.argmax(1) == y).sum()
+    nll, right, seen = distributed.all_sum([total_nll.item(), float(correct), float(len(order))], device)
+    if not math.isfinite(nll):
+        raise UserError(f"training diverged at epoch {epoch} (loss is {nll}); lower lr in params.yaml")
+    return EpochStats(nll / seen, right / seen)
+
+
+def score_val(model: Classifier, val: Split, loop: Loop) -> EpochStats:
+    """Val loss and accuracy, exact. Each process scores its shard (one process: all of val) and the sums are
+    all-reduced, so every image counts once (no sampler padding) and every rank gets the same figures."""
+    distributed.sync_buffers(model.net)
+    part = distributed.shard(len(val), loop.world)
+    images, labels = view(val.images, part), val.labels[part]  # a streamed val is decoded batch by batch
+    logprobs = checkpoint.score(model, images, VAL_BATCH, loop.device, loop.precision)
+    nll = F.nll_loss(logprobs, labels, reduction="sum").item() if len(labels) else 0.0
+    right = int((logprobs.argmax(1) == labels).sum()) if len(labels) else 0
+    nll, right, n = distributed.all_sum([nll, float(right), float(len(labels))], loop.device)
+    return EpochStats(nll / n, right / n)
+
+
+def epoch_order(loop: Loop, n: int, epoch: int) -> torch.Tensor:
+    """This process's sample order for ``epoch``."""
+    if loop.world.distributed:
+        return distributed.epoch_order(n, epoch, loop.recipe.seed, loop.world)
+    return torch.randperm(n, generator=loop.gen)
+
+
+# -------------------------------------------------------------------------------------------- the record
+
+
+@dataclass
+class Record:
+    """Where a run writes as it goes: the best epoch's checkpoint, the curves and the resume file."""
+
+    best_path: Path
+    meta: dict[str, Any]  # what every checkpoint holds besides the weights (build_model)
+    live: Any = None  # DVCLive's Live, on rank 0; None: no curves
+    resume_path: Path | None = None
+    signature: dict[str, Any] = dataclasses.field(default_factory=dict)  # resume.signature of this run
+
+    def curve(self, epoch: int, tr: EpochStats, va: EpochStats) -> None:
+        if self.live is None:
+            return
+        self.live.step = epoch  # plots count epochs from 1, as the log does
+        for split_name, stats in (("train", tr), ("val", va)):
+            self.live.log_metric(f"{split_name}/loss", round(stats.loss, 6))
+            self.live.log_metric(f"{split_name}/accuracy", round(stats.accuracy, 6))
+        self.live.next_step()
+
+    def restore(self, model: Classifier, loop: Loop) -> resume.Progress:
+        """The progress of an interrupted run of the same params, data, code and machine, restored into
+        ``model`` and ``loop`` with its curves and best checkpoint rewritten (DVC deleted them with the
+        stage's outputs); a fresh start otherwise."""
+        if self.resume_path is None:
+            return resume.Progress()
+        progress = resume.restore(
+            self.resume_path, self.signature, model, loop.optimizer, loop.scheduler, loop.gen, loop.device
+        )
+        for epoch, tr_row, va_row in progress.history:
+            self.curve(epoch, EpochStats(*tr_row), EpochStats(*va_row))
+        if progress.best_checkpoint and loop.world.main:
+            checkpoint.save(self.best_path, progress.best_checkpoint)
+        if progress.epoch:
+            loop.world.say(f"train: resuming from {self.resume_path} after epoch {progress.epoch} of {loop.epochs}")
+        return progress
+
+    def epoch(
+        self,
+        model: Classifier,
+        loop: Loop,
+        progress: resume.Progress,
+        epoch: int,
+        stats: tuple[EpochStats, EpochStats],
+        seconds: float,
+    ) -> None:
+        """Log ``epoch`` (its train and val ``stats``), keep it if it is the best so far, and count it done in
+        ``progress`` (saved for resuming): a Ctrl-C before that leaves it out of what was saved."""
+        tr, va = stats
+        figures = f"train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  val loss {va.loss:.4f} acc {va.accuracy:.4f}"
+        loop.world.say(f"epoch {epoch:3d}/{loop.epochs}  {figures}")
+        self.curve(epoch, tr, va)
+        progress.history.append([epoch, [tr.loss, tr.accuracy], [va.loss, va.accuracy]])
+        if (va.accuracy, -va.loss) > (progress.best["accuracy"], -progress.best["loss"]):
+            progress.best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
+            progress.since_best = 0
+            progress.best_checkpoint = {"state_dict": checkpoint.cpu_state(model), "epoch": epoch, **self.meta}
+            if loop.world.main:
+                checkpoint.save(self.best_path, progress.best_checkpoint)
+        else:
+            progress.since_best += 1
+        progress.epoch, progress.seconds = epoch, seconds
+        if self.resume_path is not None:
+            resume.save(
+                self.resume_path, self.signature, progress, model, loop.optimizer, loop.scheduler, loop.gen, loop.device
+            )
 
 
 # ------------------------------------------------------------------------------------------------------- fit
@@ -330,144 +355,66 @@ def fit(
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     world = distributed.current()
     if world.size != recipe.world_size:
-        raise UserError(f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x "
-                        "dist.nnodes); run the train stage through dvc repro, which launches them")  # fmt: skip
+        asked = f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x dist.nnodes)"
+        raise UserError(f"{asked}; run the train stage through dvc repro, which launches them")
     device = resolve_device(recipe.train.device, world.local_rank if world.distributed else None)
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.seed, device, recipe.train.deterministic)
     distributed.setup(world, device)
     try:
-        return _fit(recipe, classes, train, val, live, best_path, resume_path, world, device, precision)
+        model, meta = build_model(recipe, classes, train, world, device)
+        loop = make_loop(recipe, model, len(train), world, device, precision)
+        sig = resume.signature(recipe, classes, train, val, device, precision) if resume_path else {}
+        record = Record(best_path, meta, live, resume_path, sig)
+        progress = run_epochs(model, loop, train, val, record)
     finally:
         distributed.teardown()
-
-
-def _fit(recipe, classes, train, val, live, best_path, resume_path, world, device, precision) -> dict[str, Any]:
-    # Each rank augments its own samples with its own stream (rank 0's is the single-process one).
-    gen = torch.Generator().manual_seed(recipe.seed + world.rank)
-    mean, std = channel_stats(train.images)
-    net = build_net(len(classes), recipe.model)
-    start = starting_weights(recipe, net, classes) if world.main else None  # DDP hands rank 0's to the rest
-    model = Classifier(net, mean, std).to(device)
-    if world.distributed:
-        torch.manual_seed(recipe.seed + world.rank)  # the same initial weights on every rank; dropout masks differ
-        if device.type == "cuda":
-            model.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net)  # state_dict names unchanged
-    if channels_last(device):
-        model = model.use_channels_last()
-    if recipe.train.compile:
-        model.net.compile()  # in place: the state_dict keeps its names
-    forward = model.log_probs
-    if world.distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        forward = torch.nn.parallel.DistributedDataParallel(
-            _LogProbs(model), device_ids=ids, find_unused_parameters=recipe.train.freeze_epochs > 0
-        )
-    epochs, steps = plan_epochs(recipe, len(train))
-    # In memory, the whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px) and batches are
-    # indexed there; streamed, DataLoader workers decode each batch.
-    on_device = dataclasses.replace(train, labels=train.labels.to(device))
-    if not train.streamed:
-        on_device.images = train.images.to(device)
-    optimizer = make_optimizer(recipe, model)
-    scheduler = make_scheduler(recipe, optimizer, epochs * steps)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-    meta = {
-        "classes": classes,
-        "normalisation": {"mean": mean, "std": std},
-        "model": dataclasses.asdict(recipe.model),
-        "params": dataclasses.asdict(recipe),
-        "start": start,
-    }
-    best: dict[str, Any] = {"accuracy": -1.0, "loss": float("inf"), "epoch": 0}
-    best_checkpoint: dict[str, Any] = {}
-    epochs_run, since_best, history, seconds_before = 0, 0, [], 0.0
-    sig = signature(recipe, classes, train, val, device, precision) if resume_path else {}
-    # Rank 0 reads (and judges) the resume file and hands it to the others: no file system shared across nodes
-    state = distributed.broadcast(load_resume(resume_path, sig) if resume_path and world.main else None)
-    if state is not None:
-        model.net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"][world.rank]  # each rank its own streams
-        gen.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], device)
-        best, best_checkpoint, since_best = state["best"], state["best_checkpoint"], state["since_best"]
-        epochs_run, history, seconds_before = state["epoch"], state["history"], state["seconds"]
-        for epoch, tr_row, va_row in history:  # the curves so far: DVC deleted them with the stage's outputs
-            log_epoch(live, epoch, EpochStats(*tr_row), EpochStats(*va_row))
-        if best_checkpoint and world.main:
-            checkpoint.save(best_path, best_checkpoint)
-        say(world, f"train: resuming from {resume_path} after epoch {epochs_run} of {epochs}")
-    started = time.perf_counter()
-    try:
-        for epoch in range(epochs_run + 1, epochs + 1):
-            if recipe.train.patience and since_best >= recipe.train.patience:
-                break  # a resumed run that had already stopped early
-            if recipe.train.freeze_epochs:
-                freeze_backbone(model, world, frozen=epoch <= recipe.train.freeze_epochs, epoch=epoch)
-            if world.distributed:
-                order = distributed.epoch_order(len(train), epoch, recipe.seed, world)
-            else:
-                order = torch.randperm(len(train), generator=gen)
-            tr = train_epoch(model, forward, on_device, order, optimizer, scheduler, recipe, gen, device, precision,
-                             scaler, epoch, epochs)  # fmt: skip
-            va = score_val(model, val, world, device, precision)
-            say(world, f"epoch {epoch:3d}/{epochs}  train loss {tr.loss:.4f} acc {tr.accuracy:.4f}  "
-                       f"val loss {va.loss:.4f} acc {va.accuracy:.4f}")  # fmt: skip
-            log_epoch(live, epoch, tr, va)
-            history.append([epoch, [tr.loss, tr.accuracy], [va.loss, va.accuracy]])
-            if (va.accuracy, -va.loss) > (best["accuracy"], -best["loss"]):
-                best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
-                since_best = 0
-                best_checkpoint = {"state_dict": weights(model), "epoch": epoch, **meta}
-                if world.main:
-                    checkpoint.save(best_path, best_checkpoint)
-            else:
-                since_best += 1
-            epochs_run = epoch
-            if resume_path is not None:
-                rng = {"generator": gen.get_state(), "torch": torch.get_rng_state(),
-                       **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}  # fmt: skip
-                rngs = distributed.all_gather(rng)
-                if world.main:
-                    checkpoint.save(resume_path, {
-                        "signature": sig, "epoch": epoch, "history": history, "best": best, "since_best": since_best,
-                        "best_checkpoint": best_checkpoint, "seconds": seconds_before + time.perf_counter() - started,
-                        "net": weights(model), "rng": rngs,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else {},
-                    })  # fmt: skip
-            if recipe.train.patience and since_best >= recipe.train.patience:
-                say(world, f"early stop: no better val result for {recipe.train.patience} epochs")
-                break
-    except torch.OutOfMemoryError:
-        half = max(1, recipe.batch_size // 2)
-        raise UserError(f"out of {device.type.upper()} memory training with batch_size {recipe.batch_size}; try "
-                        f"a smaller batch: dvc exp run -S batch_size={half}") from None  # fmt: skip
-    except KeyboardInterrupt:
-        saved = (f"epochs 1-{epochs_run} are saved in {resume_path}: run `dvc repro` again to resume"
-                 if resume_path is not None and epochs_run else "no complete epoch was saved")  # fmt: skip
-        raise KeyboardInterrupt(f"training stopped in epoch {epochs_run + 1} of {epochs}; {saved}") from None
-    if resume_path is not None and world.main:  # a completed run leaves nothing to resume, nor an empty folder
-        resume_path.unlink(missing_ok=True)
-        for stray in leftovers(resume_path):  # a checkpoint write a kill cut short
-            stray.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            resume_path.parent.rmdir()
-    seconds = seconds_before + time.perf_counter() - started
     machine = fingerprint(device, precision)
     return {
-        "quality": {"best_epoch": best["epoch"], "epochs_run": epochs_run},
-        "best": {"accuracy": best["accuracy"], "loss": best["loss"]},
+        "quality": {"best_epoch": progress.best["epoch"], "epochs_run": progress.epoch},
+        "best": {"accuracy": progress.best["accuracy"], "loss": progress.best["loss"]},
         "runtime": {
-            "train_seconds": round(seconds, 3),
-            "train_images_per_s": round(epochs_run * len(train) / seconds, 1),
+            "train_seconds": round(progress.seconds, 3),
+            "train_images_per_s": round(progress.epoch * len(train) / progress.seconds, 1),
             "world_size": world.size,
             **machine_names(machine),
         },
         "fingerprint": machine,
     }
+
+
+def run_epochs(model: Classifier, loop: Loop, train: Split, val: Split, record: Record) -> resume.Progress:
+    """Epochs until the planned number or early stopping, from where ``record`` says the run stands."""
+    patience, freeze = loop.recipe.train.patience, loop.recipe.train.freeze_epochs
+    # In memory, the whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px) and batches
+    # are indexed there; streamed, DataLoader workers decode each batch.
+    on_device = dataclasses.replace(train, labels=train.labels.to(loop.device))
+    if not train.streamed:
+        on_device.images = train.images.to(loop.device)
+    progress = record.restore(model, loop)
+    before, started = progress.seconds, time.perf_counter()
+    try:
+        for epoch in range(progress.epoch + 1, loop.epochs + 1):
+            if patience and progress.since_best >= patience:
+                break  # a resumed run that had already stopped early
+            if freeze:
+                freeze_backbone(model, loop.world, frozen=epoch <= freeze, epoch=epoch)
+            tr = train_epoch(model, loop, on_device, epoch_order(loop, len(train), epoch), epoch)
+            va = score_val(model, val, loop)
+            record.epoch(model, loop, progress, epoch, (tr, va), seconds=before + time.perf_counter() - started)
+            if patience and progress.since_best >= patience:
+                loop.world.say(f"early stop: no better val result for {patience} epochs")
+                break
+    except torch.OutOfMemoryError:
+        size = loop.recipe.batch_size
+        out = f"out of {loop.device.type.upper()} memory training with batch_size {size}"
+        raise UserError(f"{out}; try a smaller batch: dvc exp run -S batch_size={max(1, size // 2)}") from None
+    except KeyboardInterrupt:
+        done, saved = progress.epoch, "no complete epoch was saved"
+        if record.resume_path is not None and done:
+            saved = f"epochs 1-{done} are saved in {record.resume_path}: run `dvc repro` again to resume"
+        raise KeyboardInterrupt(f"training stopped in epoch {done + 1} of {loop.epochs}; {saved}") from None
+    if record.resume_path is not None:
+        resume.finish(record.resume_path)
+    progress.seconds = before + time.perf_counter() - started
+    return progress

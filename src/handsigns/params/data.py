@@ -25,8 +25,8 @@ class DataParams:
     on_bad_file: str = knob("error", choices=("error", "skip"))
     max_extract_gb: float = knob(50.0, lo=0, lo_open=True)
     max_archive_members: int = knob(1_000_000, lo=1)
+    max_compression_ratio: float = knob(100.0, lo=0, lo_open=True)
     max_image_megapixels: float = knob(50.0, lo=0, lo_open=True)  # = imaging.MAX_MEGAPIXELS (tested)
-    memory_budget_gb: float = knob(2.0, lo=0)
 
     def __post_init__(self) -> None:
         if not self.source:

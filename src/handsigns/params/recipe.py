@@ -67,7 +67,7 @@ class RecipeParams:
     """Everything the model half reads from params.yaml: the top level, less the other stages' sections."""
 
     SECTION: ClassVar[None] = None
-    OTHER_SECTIONS: ClassVar[tuple[str, ...]] = ("data", "ci")  # accepted here, validated by their stages
+    OTHER_SECTIONS: ClassVar[tuple[str, ...]] = ("data", "memory", "ci")  # accepted here, validated by their stages
 
     seed: int = knob(0, lo=0, hi=2**32 - 1)
     lr: float = knob(3e-3, lo=0, lo_open=True)
