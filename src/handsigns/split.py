@@ -218,7 +218,7 @@ def enforce_bad_file_policy(raw: Path, items: list[Item], on_bad_file: str) -> N
 
 
 @dataclass
-class Image:
+class Indexed:
     """A readable image's row in the index. ``split`` is the layout's (train when it gives none) until
     :func:`carve` moves the image; ``reason`` is set when :func:`apply_dedupe` drops it as a copy."""
 
@@ -233,7 +233,7 @@ class Image:
     detail: str = ""
 
 
-def readable(raw: Path, items: list[Item]) -> list[Image]:
+def readable(raw: Path, items: list[Item]) -> list[Indexed]:
     """The items read as images (nothing excludes them), in path order; a user error when there is none."""
     images = []
     for it in items:
@@ -241,7 +241,7 @@ def readable(raw: Path, items: list[Item]) -> list[Image]:
             continue
         if it.cls is None or it.hash is None:  # discover and read_images give every such file a reason
             raise AssertionError(f"{it.path} was kept without a class or a hash")
-        images.append(Image(it.path, it.cls, it.split or "train", it.sha256, it.width, it.height, it.hash))
+        images.append(Indexed(it.path, it.cls, it.split or "train", it.sha256, it.width, it.height, it.hash))
     if not images:
         raise UserError(
             f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
@@ -253,7 +253,7 @@ def readable(raw: Path, items: list[Item]) -> list[Image]:
 # ---------------------------------------------------------------------------------------------- split
 
 
-def carve(images: list[Image], pool: list[int], into: str, fraction: float, seed: int, uf: UnionFind) -> None:
+def carve(images: list[Indexed], pool: list[int], into: str, fraction: float, seed: int, uf: UnionFind) -> None:
     """Move ``fraction`` of ``pool`` (per class, whole duplicate groups at a time) to split ``into``."""
     rng = random.Random(f"{seed}:{into}")
     by_class: dict[str, list[int]] = defaultdict(list)
@@ -278,7 +278,7 @@ def carve(images: list[Image], pool: list[int], into: str, fraction: float, seed
             taken += len(by_root[root])
 
 
-def carve_missing_splits(images: list[Image], given: set[str], uf: UnionFind, params: DataParams) -> None:
+def carve_missing_splits(images: list[Indexed], given: set[str], uf: UnionFind, params: DataParams) -> None:
     """Carve the splits the layout did not give out of train: test first, then val."""
     for split, fraction in (("test", params.test_fraction), ("val", params.val_fraction)):
         if split not in given:
@@ -289,7 +289,7 @@ def carve_missing_splits(images: list[Image], given: set[str], uf: UnionFind, pa
 # ---------------------------------------------------------------------------------------------- dedupe
 
 
-def _first_in(images: list[Image], group: list[int]) -> dict[str, int]:
+def _first_in(images: list[Indexed], group: list[int]) -> dict[str, int]:
     """Each split's first member of ``group`` (which is in path order)."""
     first: dict[str, int] = {}
     for i in group:
@@ -297,7 +297,7 @@ def _first_in(images: list[Image], group: list[int]) -> dict[str, int]:
     return first
 
 
-def _count_copies(images: list[Image], group: list[int], cross: dict[str, int], within: dict[str, int]) -> None:
+def _count_copies(images: list[Indexed], group: list[int], cross: dict[str, int], within: dict[str, int]) -> None:
     """Add ``group``'s leaks (a val/test image with a copy in an earlier split; ``_exact``: the same bytes
     there) to ``cross``, and its images that are not the first of their split to ``within``."""
     first_in = _first_in(images, group)
@@ -315,7 +315,7 @@ def _count_copies(images: list[Image], group: list[int], cross: dict[str, int], 
             within[im.split] += 1
 
 
-def _drop_copies(images: list[Image], group: list[int], keep_test: bool) -> None:
+def _drop_copies(images: list[Indexed], group: list[int], keep_test: bool) -> None:
     """Mark the copies in ``group`` dropped: each image with a copy in a later split, or not the first of its
     own; the test split untouched with ``keep_test``."""
     first_in = _first_in(images, group)
@@ -331,7 +331,7 @@ def _drop_copies(images: list[Image], group: list[int], keep_test: bool) -> None
             im.reason, im.detail = "duplicate", f"copy of {images[first_in[copy_in]].path} in {copy_in}"
 
 
-def apply_dedupe(images: list[Image], uf: UnionFind, drop: bool, keep_test: bool) -> dict:
+def apply_dedupe(images: list[Indexed], uf: UnionFind, drop: bool, keep_test: bool) -> dict:
     """Leak and duplicate counts. With ``drop``: train loses copies of val/test images, val loses copies of
     test images, and copies inside one split collapse to one (the first by path). With ``keep_test`` (the
     data set came with a test split) the test split is never changed: its inner copies are only counted."""
@@ -375,7 +375,7 @@ EXCLUSION_REASONS = (
 )
 
 
-def split_tables(images: list[Image], classes: list[str]) -> dict[str, pd.DataFrame]:
+def split_tables(images: list[Indexed], classes: list[str]) -> dict[str, pd.DataFrame]:
     """``train``, ``val`` and ``test``: the kept images of each, in path order; a user error when a class
     has no training image left."""
     label_of = {c: i for i, c in enumerate(classes)}
@@ -402,7 +402,7 @@ def split_tables(images: list[Image], classes: list[str]) -> dict[str, pd.DataFr
     return tables
 
 
-def duplicates_table(images: list[Image], edges: list[Edge], uf: UnionFind) -> pd.DataFrame:
+def duplicates_table(images: list[Indexed], edges: list[Edge], uf: UnionFind) -> pd.DataFrame:
     """One row per duplicate pair, with the splits the pair ended in and its group (the group's first path)."""
     rows = []
     for e in edges:
@@ -424,7 +424,7 @@ def duplicates_table(images: list[Image], edges: list[Edge], uf: UnionFind) -> p
     return pd.DataFrame(rows, columns=DUPLICATE_COLUMNS)
 
 
-def excluded_table(items: list[Item], images: list[Image]) -> pd.DataFrame:
+def excluded_table(items: list[Item], images: list[Indexed]) -> pd.DataFrame:
     """Every file left out, in path order: those never read as images and the copies dedupe dropped."""
     rows = [(it.path, it.split or "", it.reason, it.detail) for it in items if it.reason]
     rows += [(im.path, im.split, im.reason, im.detail) for im in images if im.reason]
