@@ -43,6 +43,8 @@ def test_a_saved_run_restores_weights_optimiser_schedule_streams_and_progress(tm
     next_cpu_draw = torch.rand(2)  # what the restored stream must give again
 
     other = one_step(seed=1)
+    other[2].step()  # a schedule one step further: only the restore can bring it back
+    assert other[2].state_dict() != scheduler.state_dict()
     restored = resume.restore(path, sig, *other, CPU)
     saved_best, restored_best = progress.best_checkpoint["state_dict"], restored.best_checkpoint.pop("state_dict")
     assert all(torch.equal(restored_best[k], v) for k, v in saved_best.items())
