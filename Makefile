@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune screenshot clean-venv
+.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality screenshot clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -116,6 +116,11 @@ bench-scaling: $(STAMP)
 # Fine-tuning from the SIGNS model onto photos from another "camera", against training them from scratch.
 bench-finetune: $(STAMP)
 	$(BIN)/python bench/finetune.py $(BENCH_ARGS)
+
+# The default recipe, untouched, on image-folder sets derived here (few-shot SIGNS, drawn shapes, grey 28 px,
+# letters, 1024 px photos, digit scans): test accuracy over seeds 0 1 2 per set (bench/generality.{json,md}).
+bench-generality: $(STAMP)
+	$(BIN)/python bench/generality.py $(BENCH_ARGS)
 
 # docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
 screenshot: $(STAMP)

@@ -1,12 +1,18 @@
 """Benchmark (not a test): how build_index() scales with the number of images.
 
 Generates N small images (24x24 PNG colour fields) in an ImageFolder layout with 10 classes, about 1% of
-them byte-identical copies and 1% near copies (+-2 noise) of other images, times build_index() for each N,
-and times near_pairs() against a brute-force all-pairs Hamming computation on the same hashes.
+them byte-identical copies and 1% near copies (+-2 noise) of other images, and times build_index() for each N
+and near_pairs() alone on the same thumbnails, with the dot products near_pairs() computes after its norm-band
+pruning. Every planted copy must be found and nothing else: no pair between two of the distinct images. At
+N = --check-n, near_pairs() is checked against a brute-force search that takes every pair's pixel differences.
+Last, near_pairs() alone on the thumbnails of --search-n such images made in memory (no files): a size at
+which the quadratic search, not decoding, sets the time.
 
     .venv/bin/python bench/split_scaling.py [--sizes 2500 5000 10000 20000] [--check-n 5000] [--repeat 2]
+                                            [--search-n 50000]
 
-Takes about a minute on two cores.
+Takes about four minutes on two cores, one of them the 50,000 search (--search-n 0 skips it). Exits 1 when a
+check fails.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from handsigns.neardup import candidate_pairs, max_distance, near_pairs
+from handsigns.imaging import THUMB_SIZE, thumbnail
+from handsigns.neardup import _TILE, near_pairs
 from handsigns.params.data import DataParams
 from handsigns.split import build_index, discover, read_images, readable
 
@@ -32,6 +39,8 @@ CLASSES = 10
 SIZE = 24
 DUP_RATE = 0.01
 NEAR_RATE = 0.01
+VALUES = THUMB_SIZE * THUMB_SIZE  # per thumbnail
+LOOSE = 0.13  # a second limit for the brute-force check, above the closest distinct images: many pairs
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -40,64 +49,110 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def generate(root: Path, n: int, seed: int = 0) -> dict[str, int]:
-    """``n`` files under ``root/class_k/``; returns how many copies of each kind were planted."""
+def colour_field(rng: np.random.Generator) -> np.ndarray:
+    """A SIZE x SIZE RGB image: a random 12x12 colour grid, bilinear, so smooth at 2 px."""
+    grid = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(grid).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+
+
+def generate(root: Path, n: int, seed: int = 0) -> dict[str, set[frozenset[str]]]:
+    """``n`` files under ``root/class_k/``; returns the planted pairs of each kind (paths as build_index gives)."""
     rng = np.random.default_rng(seed)
     n_dup, n_near = round(n * DUP_RATE), round(n * NEAR_RATE)
     n_orig = n - n_dup - n_near
     for k in range(CLASSES):
         (root / f"class_{k}").mkdir(parents=True, exist_ok=True)
     arrays: list[np.ndarray] = []
-    paths: list[Path] = []
+    names: list[str] = []
     for i in range(n_orig):
-        grid = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)  # a random colour field, smooth at 2 px
-        arr = np.asarray(Image.fromarray(grid).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-        path = root / f"class_{i % CLASSES}" / f"img_{i:06d}.png"
-        path.write_bytes(_png(arr))
+        arr = colour_field(rng)
+        names.append(f"class_{i % CLASSES}/img_{i:06d}.png")
+        (root / names[-1]).write_bytes(_png(arr))
         arrays.append(arr)
-        paths.append(path)
-    sources = rng.choice(n_orig, size=n_dup + n_near, replace=False)
+    planted: dict[str, set[frozenset[str]]] = {"exact": set(), "near": set()}
+    sources = rng.choice(n_orig, size=n_dup + n_near, replace=False)  # each copied once, by one kind
     for j, src in enumerate(sources):
-        cls_dir = paths[src].parent  # copies stay in their original's class
+        cls = names[src].split("/")[0]  # copies stay in their original's class
         if j < n_dup:
-            shutil.copyfile(paths[src], cls_dir / f"dup_{j:06d}.png")
+            name = f"{cls}/dup_{j:06d}.png"
+            shutil.copyfile(root / names[src], root / name)
+            planted["exact"].add(frozenset((names[src], name)))
         else:
             noise = rng.integers(-2, 3, arrays[src].shape)
             near = np.clip(arrays[src].astype(np.int16) + noise, 0, 255).astype(np.uint8)
-            (cls_dir / f"near_{j:06d}.png").write_bytes(_png(near))
-    return {"exact": n_dup, "near": n_near}
+            name = f"{cls}/near_{j:06d}.png"
+            (root / name).write_bytes(_png(near))
+            planted["near"].add(frozenset((names[src], name)))
+    return planted
 
 
-def brute_force_pairs(hashes: np.ndarray, max_dist: int, block: int = 1024) -> list[tuple[int, int, int]]:
-    """All pairs i < j within ``max_dist``, by computing every distance (bits as floats, one matmul a block)."""
-    bits = np.unpackbits(hashes, axis=1).astype(np.float32)
-    inv = 1.0 - bits
-    out: list[tuple[int, int, int]] = []
-    for start in range(0, len(bits), block):
-        b = bits[start : start + block]
-        dist = b @ inv.T + (1.0 - b) @ bits.T  # Hamming distance = ones where exactly one bit is set
-        i, j = np.nonzero(dist <= max_dist)
-        i = i + start
-        keep = i < j
-        out.extend(
-            zip(i[keep].tolist(), j[keep].tolist(), dist[i[keep] - start, j[keep]].astype(int).tolist(), strict=True)
-        )
-    return sorted(out)
-
-
-def hashes_of(raw: Path) -> np.ndarray:
-    """The hashes near_pairs() sees inside build_index(): one per distinct file content, in path order."""
+def thumbs_of(raw: Path) -> np.ndarray:
+    """The thumbnails near_pairs() sees inside build_index(): one per distinct file content, in path order."""
     items, _ = discover(raw)
     read_images(raw, items)
     firsts: dict[str, np.ndarray] = {}
     for im in readable(raw, items):
-        firsts.setdefault(im.sha256, im.hash)
+        firsts.setdefault(im.sha256, im.thumb)
     return np.stack(list(firsts.values()))
 
 
-def count_candidates(hashes: np.ndarray, max_dist: int) -> int:
-    """How many distinct pairs near_pairs() compares: those sharing a bit chunk."""
-    return len(candidate_pairs(np.unpackbits(hashes, axis=1), max_dist))
+def dot_products(thumbs: np.ndarray, max_difference: float) -> int:
+    """How many dot products near_pairs() computes: its tiles of rows (by norm) against the columns from the
+    tile's first row up to the last norm within reach (its pruning arithmetic, replicated)."""
+    x = thumbs.astype(np.float64)
+    norm = np.sort(np.sqrt(np.maximum((x * x).sum(1) - x.sum(1) ** 2 / VALUES, 0)))
+    reach = max_difference * 255 * np.sqrt(VALUES) * (1 + 1e-6) + 1e-6
+    count = 0
+    for r0 in range(0, len(norm), _TILE):
+        r1 = min(r0 + _TILE, len(norm))
+        count += (r1 - r0) * (int(np.searchsorted(norm, norm[r1 - 1] + reach, side="right")) - r0)
+    return count
+
+
+def brute_force_pairs(thumbs: np.ndarray, limits: list[float], block: int = 16) -> tuple[dict, float]:
+    """All pairs i < j within each of ``limits`` by the definition, every pair's 256 pixel differences taken
+    (``block`` rows against all later ones at a time: ~80 MB at 5,000), and the smallest difference of a pair
+    beyond the first limit (the margin to the closest two images that are not copies)."""
+    x = thumbs.astype(np.int32)
+    # rms <= t  <=>  N * sum(d^2) - sum(d)^2 <= (t * 255 * N)^2, in exact integers on the left
+    bounds = {t: (t * 255 * VALUES) ** 2 for t in limits}
+    pairs: dict[float, list[tuple[int, int]]] = {t: [] for t in limits}
+    closest = np.inf
+    for r0 in range(0, len(x), block):
+        d = x[r0 : r0 + block, None, :] - x[None, r0:, :]  # rows r0.. against columns r0..
+        s1 = d.sum(-1, dtype=np.int64)
+        score = VALUES * (d * d).sum(-1, dtype=np.int64) - s1 * s1
+        upper = np.arange(len(d))[:, None] < np.arange(score.shape[1])[None, :]  # column after row: i < j
+        for t, bound in bounds.items():
+            i, j = np.nonzero((score <= bound) & upper)
+            pairs[t].extend(zip((i + r0).tolist(), (j + r0).tolist(), strict=True))
+        beyond = score[upper & (score > bounds[limits[0]])]
+        if beyond.size:
+            closest = min(closest, float(beyond.min()))
+    return {t: sorted(p) for t, p in pairs.items()}, float(np.sqrt(closest)) / VALUES / 255
+
+
+def pair_check(res, planted: dict[str, set[frozenset[str]]]) -> dict[str, tuple[int, int]]:
+    """Per kind: (planted pairs build_index found, pairs it found that were not planted)."""
+    dup = res.duplicates
+    out = {}
+    for kind, want in planted.items():
+        rows = dup[dup.kind == kind]
+        got = {frozenset(p) for p in zip(rows.path_a, rows.path_b, strict=True)}
+        out[kind] = (len(got & want), len(got - want))
+    return out
+
+
+def search_alone(n: int, max_difference: float, seed: int = 1) -> tuple[float, int, int, float]:
+    """near_pairs() on the thumbnails of ``n`` distinct colour fields made in memory: (seconds, dot products,
+    pairs found, build seconds)."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    thumbs = np.stack([thumbnail(Image.fromarray(colour_field(rng))) for _ in range(n)])
+    made = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    found = near_pairs(thumbs, max_difference)
+    return time.perf_counter() - t0, dot_products(thumbs, max_difference), len(found), made
 
 
 def main() -> None:
@@ -105,13 +160,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2500, 5000, 10000, 20000])
     ap.add_argument("--check-n", type=int, default=5000, help="N for the near_pairs vs brute force check")
     ap.add_argument("--repeat", type=int, default=2, help="time each N this many times and keep the best")
+    ap.add_argument("--search-n", type=int, default=50000, help="near_pairs alone on this many (0: skip)")
     args = ap.parse_args()
     params = DataParams(source="bench")
-    max_dist = max_distance(params.near_duplicate_similarity)
+    limit = params.near_duplicate_max_difference
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {SIZE}x{SIZE} PNG, {CLASSES} classes, "
-        f"~{DUP_RATE:.0%} exact and ~{NEAR_RATE:.0%} near copies planted; near = Hamming <= {max_dist} of 256"
+        f"~{DUP_RATE:.0%} exact and ~{NEAR_RATE:.0%} near copies planted; near = {THUMB_SIZE}x{THUMB_SIZE} grey "
+        f"thumbnails within {limit} rms (mean removed)"
     )
+    failed = False
 
     with tempfile.TemporaryDirectory(prefix="handsigns-bench-") as tmp:
         warm = Path(tmp) / "warm"
@@ -120,12 +178,14 @@ def main() -> None:
         shutil.rmtree(warm)
 
         print(f"\nbest of {args.repeat} runs. index s: build_index() in all; near_pairs s: that function alone on")
-        print("the same hashes; candidates: pairs sharing a hash chunk, which near_pairs compares (they grow")
-        print("as N^2: src/handsigns/neardup.py's docstring has the figure this table measures)\n")
+        print("the same thumbnails (M distinct); dot products: those it computes after its norm-band pruning, and")
+        print("their share of all M(M-1)/2 pairs (over 100 %: it computes whole tiles of 2048 x 2048, the diagonal")
+        print("ones both ways); found: planted pairs build_index reports; false: pairs it reports that were not")
+        print("planted (two distinct images called copies)\n")
 
         print(
-            f"{'N':>7} {'index s':>8} {'s/1000':>7} {'near_pairs s':>12} {'candidates':>11} "
-            f"{'exact found':>12} {'near found':>11}"
+            f"{'N':>7} {'index s':>8} {'s/1000':>7} {'near_pairs s':>12} {'dot products':>13} {'of pairs':>8} "
+            f"{'exact found':>12} {'near found':>11} {'false':>5}"
         )
         timings: dict[int, float] = {}
         near_timings: dict[int, float] = {}
@@ -137,23 +197,31 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = build_index(raw, params)
                 timings[n] = min(timings[n], time.perf_counter() - t0)
-            hashes = hashes_of(raw)
+            thumbs = thumbs_of(raw)
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                fast = near_pairs(hashes, max_dist)
+                fast = near_pairs(thumbs, limit)
                 near_timings[n] = min(near_timings[n], time.perf_counter() - t0)
-            pairs = res.metrics["duplicate_pairs"]
+            m = len(thumbs)
+            dots = dot_products(thumbs, limit)
+            found = pair_check(res, planted)
+            false = found["exact"][1] + found["near"][1]
+            dissolved = res.metrics["near_duplicate_groups_dissolved"]["groups"]
+            failed |= false > 0 or dissolved > 0 or any(found[k][0] != len(planted[k]) for k in planted)
             print(
                 f"{n:>7} {timings[n]:>8.2f} {timings[n] / n * 1000:>7.3f} {near_timings[n]:>12.2f} "
-                f"{count_candidates(hashes, max_dist):>11,} {pairs['exact']:>5} of {planted['exact']:<4} "
-                f"{pairs['near']:>4} of {planted['near']:<4}",
+                f"{dots / 1e6:>11.1f} M {dots / (m * (m - 1) / 2):>8.0%} "
+                f"{found['exact'][0]:>5} of {len(planted['exact']):<4} "
+                f"{found['near'][0]:>4} of {len(planted['near']):<4} {false:>5}"
+                + (f"  ({dissolved} near groups dissolved)" if dissolved else ""),
                 flush=True,
             )
             if n == args.check_n:
                 t0 = time.perf_counter()
-                brute = brute_force_pairs(hashes, max_dist)
+                brute, closest = brute_force_pairs(thumbs, [limit, LOOSE])
                 brute_s = time.perf_counter() - t0
-                check = (n, len(hashes), near_timings[n], fast, brute_s, brute)
+                loose = near_pairs(thumbs, LOOSE)
+                check = (n, m, near_timings[n], fast, loose, brute_s, brute, closest)
             shutil.rmtree(raw)
         sizes = sorted(timings)
         print()
@@ -161,20 +229,36 @@ def main() -> None:
             print(
                 f"t({b})/t({a}) = {timings[b] / timings[a]:.2f} for build_index, "
                 f"{near_timings[b] / near_timings[a]:.2f} for near_pairs  (N ratio {b / a:g}: linear would be "
-                f"{b / a:.2f})"
+                f"{b / a:.2f}, quadratic {(b / a) ** 2:.2f})"
             )
 
         if args.check_n in timings:
-            n, m, fast_s, fast, brute_s, brute = check
-            same = fast == brute
+            n, m, fast_s, fast, loose, brute_s, brute, closest = check
             print(
-                f"\nnear_pairs on the {m} distinct hashes of N={n}: multi-index {fast_s:.3f} s, brute force over "
-                f"all {m * (m - 1) // 2:,} pairs {brute_s:.3f} s; {len(fast)} pairs, identical: {same}"
+                f"\nnear_pairs on the {m} distinct thumbnails of N={n}: {fast_s:.3f} s; brute force, every pixel "
+                f"difference of all {m * (m - 1) // 2:,} pairs: {brute_s:.2f} s. Closest pair beyond the limit: "
+                f"{closest:.4f}; largest difference of a pair found: {max((d for *_, d in fast), default=0):.4f}"
             )
-            if not same:
-                print(f"  only multi-index: {sorted(set(fast) - set(brute))[:10]}")
-                print(f"  only brute force: {sorted(set(brute) - set(fast))[:10]}")
-                sys.exit(1)
+            for t, got in ((limit, fast), (LOOSE, loose)):
+                same = [(i, j) for i, j, _ in got] == brute[t]
+                failed |= not same
+                print(f"  limit {t}: {len(got)} pairs by near_pairs, {len(brute[t])} by brute force, identical: {same}")
+                if not same:
+                    print(f"    only near_pairs: {sorted({(i, j) for i, j, _ in got} - set(brute[t]))[:10]}")
+                    print(f"    only brute force: {sorted(set(brute[t]) - {(i, j) for i, j, _ in got})[:10]}")
+
+    if args.search_n:
+        secs, dots, pairs, made = search_alone(args.search_n, limit)
+        m = args.search_n
+        failed |= pairs > 0
+        print(
+            f"\nnear_pairs alone on {m:,} distinct colour fields' thumbnails (made in memory, {made:.1f} s): "
+            f"{secs:.1f} s, {dots / 1e6:,.0f} M dot products ({dots / (m * (m - 1) / 2):.0%} of all pairs), "
+            f"{pairs} pairs found (0 expected)"
+        )
+    if failed:
+        print("\nFAILED: a planted copy missed, a false pair, a dissolved group or a brute-force mismatch")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ def main() -> None:
         f"({m['cross_split_duplicates']['test_exact']} byte-identical); excluded: "
         + ", ".join(f"{k} {v}" for k, v in m["excluded"].items() if v)
     )
+    dissolved = m["near_duplicate_groups_dissolved"]
+    if dissolved["groups"]:
+        print(
+            f"split: warning: {dissolved['groups']} group(s) of near-duplicates (the largest {dissolved['largest']} "
+            "images) each held more than half of a class: look-alikes, not copies, so not treated as copies; "
+            "their pairs are in data/index/duplicates.csv (joined false). If they are copies, remove them; if "
+            "distinct images are paired, lower data.near_duplicate_max_difference"
+        )
 
 
 if __name__ == "__main__":

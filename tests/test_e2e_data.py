@@ -55,7 +55,7 @@ def test_index_of_the_real_data(repro):
     metrics = json.loads((project / "metrics" / "data" / "split.json").read_text())
     assert metrics["layout"] == "filename-labels" and metrics["classes"] == 6
     assert metrics["files_scanned"] == 1200
-    assert metrics["cross_split_duplicates"]["test"] >= 12
+    assert metrics["cross_split_duplicates"]["test"] >= 15  # the 15 test twins docs/data.md names
     assert metrics["cross_split_duplicates"]["test_exact"] == 12  # as measured in datasets/README.md
     excluded = pd.read_csv(index / "excluded.csv")
     assert set(excluded.reason) <= {"duplicate"}

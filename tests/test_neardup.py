@@ -1,81 +1,82 @@
-"""The duplicate search (handsigns.neardup) on its own: against brute force, on hashes made to order."""
+"""The duplicate search (handsigns.neardup) on its own: against brute force, on thumbnails made to order."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from handsigns.imaging import HASH_BITS, hamming
-from handsigns.neardup import (
-    Edge,
-    UnionFind,
-    candidate_pairs,
-    find_duplicates,
-    hash_chunks,
-    max_distance,
-    near_pairs,
-    similarity,
-)
+from handsigns.imaging import THUMB_SIZE
+from handsigns.neardup import Edge, UnionFind, difference, find_duplicates, near_pairs
 
-BYTES = HASH_BITS // 8
+N = THUMB_SIZE * THUMB_SIZE
 
 
-def planted(seed: int, n: int = 300, step: int = 7, most: int = 45) -> np.ndarray:
-    """``n`` random packed hashes; every ``step``-th one's successor a copy with 0 to ``most`` bits flipped."""
+def planted(seed: int, n: int = 300, step: int = 7, most: float = 0.06) -> np.ndarray:
+    """``n`` random thumbnails; every ``step``-th one's successor a copy with noise of 0 to ``most`` RMS and a
+    brightness offset, so pairs fall on both sides of the limits tested."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (n, BYTES), dtype=np.uint8)
-    bits = np.unpackbits(base, axis=1)
-    for k in range(0, n - 1, step):  # plant pairs at distances around the threshold
-        flip = rng.choice(HASH_BITS, size=int(rng.integers(0, most)), replace=False)
-        row = bits[k].copy()
-        row[flip] ^= 1
-        base[k + 1] = np.packbits(row)
-    return base
+    base = rng.integers(0, 256, (n, N)).astype(np.float64)
+    base = np.clip(base * rng.uniform(0.05, 1, (n, 1)) + rng.uniform(0, 128, (n, 1)), 0, 255)  # low contrast too
+    for k in range(0, n - 1, step):
+        noise = rng.normal(0, rng.uniform(0, most) * 255, N) + rng.uniform(-20, 20)
+        base[k + 1] = np.clip(base[k] + noise, 0, 255)
+    return base.round().astype(np.uint8)
 
 
-def brute_pairs(hashes: np.ndarray, max_dist: int) -> list[tuple[int, int, int]]:
-    """Every pair ``i < j`` within ``max_dist``, in order, from all the distances."""
-    i, j = np.triu_indices(len(hashes), 1)
-    dist = hamming(hashes[i], hashes[j])
-    keep = dist <= max_dist
-    return [(int(a), int(b), int(d)) for a, b, d in zip(i[keep], j[keep], dist[keep], strict=True)]
+def brute_pairs(thumbs: np.ndarray, max_difference: float) -> list[tuple[int, int, float]]:
+    """Every pair ``i < j`` within ``max_difference``, in order, from all the differences taken directly."""
+    i, j = np.triu_indices(len(thumbs), 1)
+    d = thumbs[i].astype(float) - thumbs[j].astype(float)
+    rms = np.sqrt(np.mean((d - d.mean(1, keepdims=True)) ** 2, axis=1)) / 255
+    contrast = np.sqrt((thumbs[i].astype(float).var(1) + thumbs[j].astype(float).var(1)) / 2) / 255
+    keep = (rms <= max_difference) & (rms <= contrast / 4)
+    return [(int(a), int(b), difference(thumbs[a], thumbs[b])) for a, b in zip(i[keep], j[keep], strict=True)]
 
 
-def test_max_distance_and_similarity():
-    assert max_distance(0.93) == 17 and max_distance(1.0) == 0 and max_distance(0.5) == HASH_BITS // 2
-    assert similarity(0) == 1.0 and similarity(17) == 0.9336 and similarity(HASH_BITS // 2) == 0.5
-    assert all(similarity(d) >= 0.93 for d in range(max_distance(0.93) + 1))
+def test_difference_ignores_a_brightness_offset_and_is_symmetric():
+    a = np.random.default_rng(0).integers(20, 200, N).astype(np.uint8)
+    assert difference(a, a) == 0 and difference(a, a + 40) == 0  # a brighter copy is the same picture
+    b = a.copy()
+    b[::2] += 10  # half the values up by 10 grey levels: RMS 5 levels once the mean is removed
+    assert difference(a, b) == difference(b, a) == round(5 / 255, 4)
 
 
-@pytest.mark.parametrize("max_dist", [0, 3, 17, 40])
-def test_near_pairs_equals_brute_force(max_dist):
-    base = planted(max_dist)
-    got = near_pairs(base, max_dist)
-    brute = brute_pairs(base, max_dist)
+@pytest.mark.parametrize("max_difference", [0.0, 0.01, 0.03, 0.05])
+def test_near_pairs_equals_brute_force(max_difference):
+    base = planted(int(max_difference * 100), n=200)
+    got = near_pairs(base, max_difference)
+    brute = brute_pairs(base, max_difference)
     assert got == brute
-    assert len(brute) >= 1 if max_dist >= 17 else True
+    assert len(brute) >= 5 if max_difference >= 0.03 else True
 
 
-def test_near_pairs_of_fewer_than_two_hashes():
-    assert near_pairs(np.zeros((0, BYTES), np.uint8), 17) == []
-    assert near_pairs(np.zeros((1, BYTES), np.uint8), 17) == []
+def test_near_pairs_across_tiles(monkeypatch):
+    """Pairs whose rows and columns fall in different tiles are found, as with one tile."""
+    base = planted(7, n=120, step=3)
+    whole = near_pairs(base, 0.04)
+    monkeypatch.setattr("handsigns.neardup._TILE", 16)
+    assert near_pairs(base, 0.04) == whole and len(whole) >= 10
 
 
-def test_chunks_deal_every_bit_once():
-    chunks = hash_chunks(HASH_BITS, 17)
-    assert len(chunks) == 18 and sorted(len(c) for c in chunks) == [14] * 14 + [15] * 4
-    assert sorted(np.concatenate(chunks).tolist()) == list(range(HASH_BITS))
-    assert len(hash_chunks(8, 40)) == 8  # never more chunks than bits
+def test_the_limits_are_inclusive_and_exact():
+    a = np.tile([40, 200], N // 2).astype(np.uint8)  # contrast: 80 grey levels
+    b = a.copy()
+    b[: N // 2] += 15  # RMS 7.5 grey levels after the mean is removed: 0.0294 of the range
+    exactly = 7.5 / 255
+    assert near_pairs(np.stack([a, b]), exactly) == [(0, 1, round(exactly, 4))]
+    assert near_pairs(np.stack([a, b]), exactly * (1 - 1e-6)) == []
+    c = a.copy()
+    c[: N // 2] += 20  # 10 grey levels apart, an eighth of their contrast (80 levels)
+    faint = np.tile([100, 130], N // 2).astype(np.uint8)  # contrast 15 levels: a quarter is 3.75
+    f2 = faint.copy()
+    f2[: N // 2] += 8  # 4 grey levels apart, 0.016 of the range: under the absolute limit, over the relative
+    assert near_pairs(np.stack([a, c]), 0.05) == [(0, 1, round(10 / 255, 4))]
+    assert near_pairs(np.stack([faint, f2]), 0.05) == []
 
 
-def test_candidates_share_a_chunk_and_hold_every_near_pair():
-    base = planted(1)
-    bits = np.unpackbits(base, axis=1)
-    pairs = candidate_pairs(bits, 17)
-    chunks = hash_chunks(HASH_BITS, 17)
-    assert all(any((bits[i, c] == bits[j, c]).all() for c in chunks) for i, j in pairs)
-    assert {(i, j) for i, j, _ in brute_pairs(base, 17)} <= {(int(i), int(j)) for i, j in pairs}
-    assert (pairs[:, 0] < pairs[:, 1]).all() and len(np.unique(pairs, axis=0)) == len(pairs)
+def test_near_pairs_of_fewer_than_two_thumbnails():
+    assert near_pairs(np.zeros((0, N), np.uint8), 0.03) == []
+    assert near_pairs(np.zeros((1, N), np.uint8), 0.03) == []
 
 
 def test_union_find_roots_are_the_smallest_members():
@@ -108,30 +109,51 @@ def components(n: int, pairs: list[tuple[int, int]]) -> list[set[int]]:
 
 
 def test_find_duplicates_links_exact_copies_to_the_first_and_near_ones_between_contents():
-    hashes = list(planted(2, n=60, step=5, most=30))
+    thumbs = list(planted(2, n=60, step=5))
     digests = [f"content {i}" for i in range(60)]
-    for copy, of in [(10, 3), (11, 3), (40, 0), (59, 41)]:  # exact copies: the same bytes, so the same hash
-        digests[copy], hashes[copy] = digests[of], hashes[of]
-    edges, uf = find_duplicates(digests, hashes, 17)
+    for copy, of in [(10, 3), (11, 3), (40, 0), (59, 41)]:  # exact copies: the same bytes, so the same pixels
+        digests[copy], thumbs[copy] = digests[of], thumbs[of]
+    classes = [f"c{i % 3}" for i in range(60)]
+    edges, uf, dissolved = find_duplicates(digests, thumbs, classes, 0.03)
 
     exact = [e for e in edges if e.kind == "exact"]
     assert exact == [
-        Edge(0, 40, "exact", 0),
-        Edge(3, 10, "exact", 0),
-        Edge(3, 11, "exact", 0),
-        Edge(41, 59, "exact", 0),
+        Edge(0, 40, "exact", 0.0),
+        Edge(3, 10, "exact", 0.0),
+        Edge(3, 11, "exact", 0.0),
+        Edge(41, 59, "exact", 0.0),
     ]
     firsts = [i for i in range(60) if i not in (10, 11, 40, 59)]  # one image per content
-    near = [(e.a, e.b, e.distance) for e in edges if e.kind == "near"]
-    packed = np.stack([hashes[i] for i in firsts])
-    assert near == [(firsts[a], firsts[b], d) for a, b, d in brute_pairs(packed, 17)] and near
+    near = [(e.a, e.b, e.difference) for e in edges if e.kind == "near"]
+    packed = np.stack([thumbs[i] for i in firsts])
+    assert near == [(firsts[a], firsts[b], d) for a, b, d in brute_pairs(packed, 0.03)] and near
     assert edges == exact + [e for e in edges if e.kind == "near"]  # exact first, then near
+    assert dissolved == [] and all(e.joined for e in edges)
 
     groups = components(60, [(e.a, e.b) for e in edges])
     assert sorted(map(sorted, uf.groups(range(60)).values())) == sorted(map(sorted, groups))
     assert all(uf.find(i) == min(g) for g in groups for i in g)
 
 
+def test_a_chain_of_look_alikes_that_swallows_a_class_is_dissolved_not_joined():
+    """Class a: 6 images, each a small step from the last, so near pairs chain all of them; class b: one pair
+    of copies. The chain holds more than half of class a, so it is reported but not joined; b's pair is."""
+    rng = np.random.default_rng(3)
+    start = rng.integers(60, 190, N).astype(np.float64)
+    chain = [start + steps for steps in np.cumsum(rng.normal(0, 5, (6, N)), axis=0)]  # a walk: 0.02 a step
+    other = rng.integers(0, 256, N).astype(np.float64)
+    thumbs = [
+        np.clip(t, 0, 255).round().astype(np.uint8) for t in [*chain, other, other + 1, *rng.integers(0, 256, (4, N))]
+    ]
+    classes = ["a"] * 6 + ["b"] * 6
+    edges, uf, dissolved = find_duplicates([str(i) for i in range(12)], thumbs, classes, 0.03)
+    chained = [e for e in edges if e.a < 6]
+    assert len(chained) >= 5 and not any(e.joined for e in chained)
+    assert dissolved == [6]
+    assert [(e.a, e.b, e.joined) for e in edges if e.a >= 6] == [(6, 7, True)]
+    assert len({uf.find(i) for i in range(6)}) == 6 and uf.find(7) == 6
+
+
 def test_find_duplicates_of_nothing():
-    edges, uf = find_duplicates([], [], 17)
-    assert edges == [] and uf.groups([]) == {}
+    edges, uf, dissolved = find_duplicates([], [], [], 0.03)
+    assert edges == [] and uf.groups([]) == {} and dissolved == []

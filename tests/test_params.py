@@ -80,7 +80,7 @@ def test_wrong_type(tmp_path, key, value, expected):
         ("val_fraction", 0.0, "> 0"),
         ("val_fraction", 1.5, "<= 1"),
         ("test_fraction", -0.1, "> 0"),
-        ("near_duplicate_similarity", 1.01, "<= 1"),
+        ("near_duplicate_max_difference", 1.01, "<= 1"),
         ("split_seed", -3, ">= 0"),
     ],
 )

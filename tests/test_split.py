@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from handsigns.errors import UserError
-from handsigns.neardup import max_distance
 from handsigns.params.data import DataParams
 from handsigns.split import INDEX_COLUMNS, SPLITS, build_index, write_index
 
@@ -331,15 +330,15 @@ def test_near_duplicates_across_splits_are_found_and_dropped(tmp_path):
         ("test/a/photo.jpg", "train/a/photo_again.jpg"),
         ("test/b/frame.png", "val/b/frame_noisy.png"),
     }
-    assert (near.distance <= max_distance(0.93)).all() and (near.distance > 0).all()
-    assert (near.similarity >= 0.93).all() and near.cross_split.all()
+    assert (near.difference <= 0.03).all() and (near.difference > 0).all()
+    assert near.joined.all() and near.cross_split.all()
     assert excluded(res, "duplicate") == {
         "train/a/photo_again.jpg": "copy of test/a/photo.jpg in test",
         "val/b/frame_noisy.png": "copy of test/b/frame.png in test",
     }
     assert res.metrics["cross_split_duplicates"] == {"test": 2, "test_exact": 0, "val": 0, "val_exact": 0}
     assert len(res.tables["test"]) == 6
-    strict = build_index(raw, P(near_duplicate_similarity=1.0))  # only identical hashes count now
+    strict = build_index(raw, P(near_duplicate_max_difference=0.0))  # only identical thumbnails count now
     assert strict.metrics["duplicate_pairs"]["near"] < 2
 
 

@@ -1,4 +1,8 @@
-"""Training-time augmentation: a different random draw per sample, vectorised over the batch, on any device."""
+"""Training-time augmentation: a different random draw per sample, vectorised over the batch, on any device.
+
+Every draw comes from the CPU generator ``gen``, and a transform that is off draws nothing, so switching one
+on never changes the others' draws and a seed gives the same batches on every device.
+"""
 
 from __future__ import annotations
 
@@ -42,4 +46,74 @@ def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch
         x = (x - mean) * contrast + mean
         grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - grey) * sat + grey
-    return x.clamp_(0.0, 1.0)
+    x = x.clamp_(0.0, 1.0)
+    if params.erase > 0:
+        x = erase(x, gen, params.erase)
+    return x
+
+
+def erase(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Random erasing: with probability ``p`` per image, a rectangle of 2-25 % of the area (aspect 1:3 to 3:1)
+    filled with uniform noise, so the label must be read from what is left."""
+    b, _, h, w = x.shape
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen)
+
+    area = (0.02 + 0.23 * rand(b)) * h * w
+    aspect = torch.exp((rand(b) * 2 - 1) * math.log(3))
+    eh = (area * aspect).sqrt().clamp(max=h).floor()
+    ew = (area / aspect).sqrt().clamp(max=w).floor()
+    top, left = (rand(b) * (h - eh + 1)).floor(), (rand(b) * (w - ew + 1)).floor()
+    on = rand(b) < p
+    rows = torch.arange(h).view(1, h)
+    cols = torch.arange(w).view(1, w)
+    inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
+    inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    mask = (inside_r[:, :, None] & inside_c[:, None, :] & on[:, None, None]).unsqueeze(1).to(x.device)
+    return torch.where(mask, rand(x.shape).to(x.device, x.dtype), x)
+
+
+def mix(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, params: TrainParams
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup or CutMix of the batch with a shuffled copy of itself: (images, the second labels, the weight
+    ``lam`` of the first). Each batch takes one of the two that are on (``train.mixup`` and ``train.cutmix``
+    are their Beta(alpha, alpha) parameters; 0 = off); ``lam`` 1.0 when both are off."""
+    kinds = [k for k in ("mixup", "cutmix") if getattr(params, k) > 0]
+    if not kinds:
+        return x, y, 1.0
+    kind = kinds[int(torch.randint(len(kinds), (1,), generator=gen))]
+    alpha = getattr(params, kind)
+    lam = _beta(alpha, gen)
+    perm = torch.randperm(len(y), generator=gen).to(y.device)
+    if kind == "mixup":
+        return x * lam + x[perm] * (1 - lam), y[perm], lam
+    h, w = x.shape[2:]
+    cut = math.sqrt(1 - lam)  # the pasted box's side, as a fraction: area 1 - lam
+    bh, bw = int(h * cut), int(w * cut)
+    top = int(torch.randint(h - bh + 1, (1,), generator=gen))
+    left = int(torch.randint(w - bw + 1, (1,), generator=gen))
+    x = x.clone()
+    x[:, :, top : top + bh, left : left + bw] = x[perm, :, top : top + bh, left : left + bw]
+    return x, y[perm], 1 - (bh * bw) / (h * w)
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """A Beta(alpha, alpha) draw from ``gen`` (torch's own Beta sampler takes no generator): X / (X + Y) of
+    two Gamma(alpha) draws, each by the Marsaglia-Tsang method."""
+    return (a := _gamma(alpha, gen)) / (a + _gamma(alpha, gen))
+
+
+def _gamma(alpha: float, gen: torch.Generator) -> float:
+    boost = 1.0
+    if alpha < 1:  # Gamma(a) = Gamma(a + 1) * U^(1/a)
+        boost = float(torch.rand(1, generator=gen)) ** (1 / alpha)
+        alpha += 1
+    d = alpha - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    while True:
+        z = float(torch.randn(1, generator=gen))
+        v = (1 + c * z) ** 3
+        if v > 0 and math.log(float(torch.rand(1, generator=gen))) < 0.5 * z * z + d - d * v + d * math.log(v):
+            return d * v * boost

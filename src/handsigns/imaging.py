@@ -13,9 +13,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-HASH_SIZE = 16  # difference hash of 16x16 = 256 bits
-HASH_BITS = HASH_SIZE * HASH_SIZE
-HASH_DRAFT = 256  # JPEGs are decoded DCT-scaled to >= 256 px for hashing (3024 px photo: 8 ms, not 38)
+THUMB_SIZE = 16  # duplicates are compared as 16x16 grey thumbnails (handsigns.neardup: why 16 keeps it exact)
+THUMB_DRAFT = 256  # JPEGs are decoded DCT-scaled to >= 256 px for that (3024 px photo: 8 ms, not 38)
 # The decompression-bomb guard: an image whose header claims more pixels is refused before it is decoded. 50 MP
 # passes a 48 MP phone photo and refuses 8,000 x 8,000 (a few KB of JPEG can claim that: 192 MB decoded).
 MAX_MEGAPIXELS = 50.0  # Pillow's own refusal, above ~179 MP at open, stays the ceiling whatever the limit
@@ -103,12 +102,7 @@ def load_rgb(
     return np.asarray(open_image(source, size, max_megapixels=max_megapixels), dtype=np.uint8)
 
 
-def dhash(img: Image.Image) -> np.ndarray:
-    """256-bit difference hash (brightness gradients of a 17x16 grey thumbnail), as 32 packed bytes."""
-    grey = np.asarray(img.convert("L").resize((HASH_SIZE + 1, HASH_SIZE), Image.Resampling.BOX), np.int16)
-    return np.packbits(grey[:, 1:] > grey[:, :-1])
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bitwise distance between rows of packed hashes (broadcasting)."""
-    return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1)
+def thumbnail(img: Image.Image) -> np.ndarray:
+    """The image as duplicate detection compares it: 16x16 grey (box-averaged), 256 uint8 values."""
+    grey = img.convert("L").resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BOX)
+    return np.asarray(grey, dtype=np.uint8).reshape(-1)

@@ -10,10 +10,10 @@ Layouts understood (found below any single wrapping folder, e.g. ``64x64_SIGNS/`
   character (followed by ``_``).
 - torchvision ImageFolder: ``[train|val|test/]class_name/**/*.{jpg,jpeg,png,bmp,webp}``.
 
-Steps (:func:`build_index`): discover the files, read and hash the images, find their duplicates, carve
-the splits the layout does not give, drop copies, and tabulate. Reading and hashing is O(N), one decode per
-file on all cores, and dominates; the duplicate search is :mod:`handsigns.neardup` (its docstring: the
-algorithm and what it costs).
+Steps (:func:`build_index`): discover the files, read the images (sha256 and a thumbnail), find their
+duplicates, carve the splits the layout does not give, drop copies, and tabulate. Reading is O(N), one decode
+per file on all cores; the duplicate search is :mod:`handsigns.neardup` (its docstring: what counts as a copy,
+the algorithm and what it costs).
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ from handsigns.errors import UserError
 from handsigns.files import atomic_dir, write_json
 from handsigns.imaging import (
     DECODE_ERRORS,
-    HASH_DRAFT,
     MAX_MEGAPIXELS,
+    THUMB_DRAFT,
     ImageTooLarge,
     decoders,
-    dhash,
     is_image_name,
     open_image,
+    thumbnail,
 )
-from handsigns.neardup import Edge, UnionFind, find_duplicates, max_distance, similarity
+from handsigns.neardup import Edge, UnionFind, find_duplicates
 from handsigns.params.data import DataParams
 
 SPLITS = ("train", "val", "test")
@@ -73,7 +73,7 @@ class Item:
     sha256: str = ""
     width: int = 0
     height: int = 0
-    hash: np.ndarray | None = field(default=None, repr=False)
+    thumb: np.ndarray | None = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------------------- discover
@@ -166,19 +166,19 @@ def discover(raw: Path) -> tuple[list[Item], str]:
 
 
 def _read_one(path: Path, max_megapixels: float) -> tuple[str, int, int, np.ndarray | None, str, str]:
-    """(sha256, width, height, dhash, reason, detail); reason is "" for a good image."""
+    """(sha256, width, height, thumbnail, reason, detail); reason is "" for a good image."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return digest, 0, 0, None, "unreadable", "empty file (0 bytes)"
     try:
-        img = open_image(data, draft=HASH_DRAFT, max_megapixels=max_megapixels)
+        img = open_image(data, draft=THUMB_DRAFT, max_megapixels=max_megapixels)
     except DECODE_ERRORS as exc:
         msg = re.sub(r" ?<[^<>]* at 0x[0-9a-fA-F]+>", "", f"{type(exc).__name__}: {exc}")  # no addresses
         reason = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
         return digest, 0, 0, None, reason, msg.splitlines()[0][:200]
     width, height = img.info["source_size"]
-    return digest, width, height, dhash(img), "", ""
+    return digest, width, height, thumbnail(img), "", ""
 
 
 def read_images(
@@ -190,8 +190,8 @@ def read_images(
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: _read_one(p, max_megapixels), (raw / it.path for it in todo), chunksize=64)
         bar = tqdm(results, total=len(todo), desc="read", unit="img", mininterval=0.5, disable=None)
-        for it, (digest, w, h, hsh, reason, detail) in zip(todo, bar, strict=True):
-            it.sha256, it.width, it.height, it.hash = digest, w, h, hsh
+        for it, (digest, w, h, thumb, reason, detail) in zip(todo, bar, strict=True):
+            it.sha256, it.width, it.height, it.thumb = digest, w, h, thumb
             it.reason, it.detail = reason, detail
 
 
@@ -228,7 +228,7 @@ class Indexed:
     sha256: str
     width: int
     height: int
-    hash: np.ndarray = field(repr=False)
+    thumb: np.ndarray = field(repr=False)
     reason: str = ""  # "duplicate" once dropped ("" = kept)
     detail: str = ""
 
@@ -239,9 +239,9 @@ def readable(raw: Path, items: list[Item]) -> list[Indexed]:
     for it in items:
         if it.reason:
             continue
-        if it.cls is None or it.hash is None:  # discover and read_images give every such file a reason
-            raise AssertionError(f"{it.path} was kept without a class or a hash")
-        images.append(Indexed(it.path, it.cls, it.split or "train", it.sha256, it.width, it.height, it.hash))
+        if it.cls is None or it.thumb is None:  # discover and read_images give every such file a reason
+            raise AssertionError(f"{it.path} was kept without a class or a thumbnail")
+        images.append(Indexed(it.path, it.cls, it.split or "train", it.sha256, it.width, it.height, it.thumb))
     if not images:
         raise UserError(
             f"no images found under {raw} (layouts understood: {{train,val,test}}_*/<label>_*.jpg "
@@ -265,17 +265,20 @@ def carve(images: list[Indexed], pool: list[int], into: str, fraction: float, se
         rng.shuffle(roots)
         n = len(by_class[cls])
         # Half up (not Python's half-to-even); a class of 2 or more keeps at least one image on each side,
-        # and the last group always stays: groups move whole, so counting files alone could empty the pool.
+        # and the last group (in shuffled order) always stays: groups move whole, so counting files alone
+        # could empty the pool.
         target = int(fraction * n + 0.5)
         if n >= 2:
             target = min(max(target, 1), n - 1)
         taken = 0
-        for k, root in enumerate(roots):
-            if taken >= target or k == len(roots) - 1:
-                break
-            for i in by_root[root]:
-                images[i].split = into
-            taken += len(by_root[root])
+        for root in roots[:-1]:
+            size = len(by_root[root])
+            # A group moves only when it brings the count closer to the target: a large group is passed over
+            # (it stays in the pool) rather than overshooting, so the fraction holds within a few images.
+            if abs(taken + size - target) < abs(taken - target):
+                for i in by_root[root]:
+                    images[i].split = into
+                taken += size
 
 
 def carve_missing_splits(images: list[Indexed], given: set[str], uf: UnionFind, params: DataParams) -> None:
@@ -357,8 +360,8 @@ DUPLICATE_COLUMNS = [
     "path_b",
     "split_b",
     "kind",
-    "distance",
-    "similarity",
+    "difference",
+    "joined",
     "cross_split",
     "same_class",
     "group",
@@ -414,8 +417,8 @@ def duplicates_table(images: list[Indexed], edges: list[Edge], uf: UnionFind) ->
                 "path_b": b.path,
                 "split_b": b.split,
                 "kind": e.kind,
-                "distance": e.distance,
-                "similarity": similarity(e.distance),
+                "difference": e.difference,
+                "joined": e.joined,
                 "cross_split": a.split != b.split,
                 "same_class": a.cls == b.cls,
                 "group": images[uf.find(e.a)].path,
@@ -449,7 +452,8 @@ def summarize(
     excluded: pd.DataFrame,
     *,
     files_scanned: int,
-    max_dist: int,
+    max_difference: float,
+    dissolved: list[int],
     leaks: dict,
 ) -> dict:
     """The split report (``metrics/data/split.json``): counts of what the tables hold, and the leaks."""
@@ -462,7 +466,8 @@ def summarize(
         "per_class": {s: {c: int((tables[s]["class"] == c).sum()) for c in classes} for s in SPLITS},
         "excluded": {r: int((excluded.reason == r).sum()) for r in EXCLUSION_REASONS},
         "duplicate_pairs": {k: int((duplicates.kind == k).sum()) for k in ("exact", "near")},
-        "near_duplicate_max_distance": max_dist,
+        "near_duplicate_max_difference": max_difference,
+        "near_duplicate_groups_dissolved": {"groups": len(dissolved), "largest": max(dissolved, default=0)},
         "classes_missing_from_a_split": len(missing),
         **leaks,
     }
@@ -472,7 +477,7 @@ def summarize(
 
 
 def build_index(raw: Path, params: DataParams, workers: int | None = None) -> IndexResult:
-    """Index ``raw``: discover its files, read and hash the images, find their duplicates, carve the splits
+    """Index ``raw``: discover its files, read the images, find their duplicates, carve the splits
     the layout does not give, drop copies (``data.dedupe``), and tabulate; one function a step."""
     if not raw.is_dir():
         raise UserError(f"{raw} does not exist; run the download stage first (dvc repro download)")
@@ -481,8 +486,12 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     enforce_bad_file_policy(raw, items, params.on_bad_file)
     images = readable(raw, items)
 
-    max_dist = max_distance(params.near_duplicate_similarity)
-    edges, uf = find_duplicates([im.sha256 for im in images], [im.hash for im in images], max_dist)
+    edges, uf, dissolved = find_duplicates(
+        [im.sha256 for im in images],
+        [im.thumb for im in images],
+        [im.cls for im in images],
+        params.near_duplicate_max_difference,
+    )
     given = {im.split for im in images}  # the layout's splits, before carving
     carve_missing_splits(images, given, uf, params)
     leaks = apply_dedupe(images, uf, drop=params.dedupe == "drop", keep_test="test" in given)
@@ -492,7 +501,15 @@ def build_index(raw: Path, params: DataParams, workers: int | None = None) -> In
     duplicates = duplicates_table(images, edges, uf)
     excluded = excluded_table(items, images)
     metrics = summarize(
-        layout, classes, tables, duplicates, excluded, files_scanned=len(items), max_dist=max_dist, leaks=leaks
+        layout,
+        classes,
+        tables,
+        duplicates,
+        excluded,
+        files_scanned=len(items),
+        max_difference=params.near_duplicate_max_difference,
+        dissolved=dissolved,
+        leaks=leaks,
     )
     return IndexResult(tables, classes, layout, duplicates, excluded, metrics)
 

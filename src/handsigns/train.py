@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from handsigns import checkpoint, distributed, resume
-from handsigns.augment import augment
+from handsigns.augment import augment, mix
 from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
 from handsigns.model import Classifier, build_net, head
@@ -194,16 +194,23 @@ class EpochStats:
     accuracy: float  # exact: correct / samples
 
 
-def step(loop: Loop, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimiser step on batch ``x`` (float pixels in [0, 1]) with labels ``y``; its log-probabilities."""
+def objective(logprobs: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The mean training loss: NLL, or cross-entropy with ``smoothing``."""
+    if smoothing == 0:
+        return F.nll_loss(logprobs.float(), y, reduction="mean")
+    return F.cross_entropy(logprobs.float(), y, label_smoothing=smoothing)
+
+
+def step(loop: Loop, x: torch.Tensor, y: torch.Tensor, mixed: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """One optimiser step on batch ``x`` (float pixels in [0, 1]) with labels ``y``; its log-probabilities.
+    ``mixed``: the batch is a mix (:func:`handsigns.augment.mix`) of ``y`` with these labels, at weight ``lam``."""
     smoothing = loop.recipe.train.label_smoothing
     with autocast(loop.device, loop.precision):
         logprobs = loop.forward(x)
-        loss = (
-            F.nll_loss(logprobs.float(), y, reduction="mean")
-            if smoothing == 0
-            else F.cross_entropy(logprobs.float(), y, label_smoothing=smoothing)
-        )
+        loss = objective(logprobs, y, smoothing)
+        if mixed is not None:
+            y2, lam = mixed
+            loss = lam * loss + (1 - lam) * objective(logprobs, y2, smoothing)
     loop.optimizer.zero_grad(set_to_none=True)
     if loop.scaler is not None:
         loop.scaler.scale(loss).backward()
@@ -233,9 +240,12 @@ def train_epoch(model: Classifier, loop: Loop, split: Split, order: torch.Tensor
     for idx, batch in bar:
         x = batch.float().div_(255.0)
         y = split.labels[idx]
+        mixed = None
         if recipe.train.augment:
             x = augment(x, loop.gen, recipe.train)
-        logprobs = step(loop, x, y)
+            x, y2, lam = mix(x, y, loop.gen, recipe.train)
+            mixed = (y2, lam) if lam < 1 else None
+        logprobs = step(loop, x, y, mixed)
         # The curve reports plain NLL (comparable with val), whatever the objective's label smoothing.
         total_nll += F.nll_loss(logprobs.float(), y, reduction="sum")
         correct += (logprobs.argmax(1) == y).sum()

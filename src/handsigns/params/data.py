@@ -21,7 +21,7 @@ class DataParams:
     val_fraction: float = knob(0.2, lo=0, hi=1, lo_open=True)
     test_fraction: float = knob(0.1, lo=0, hi=1, lo_open=True)
     dedupe: str = knob("drop", choices=("drop", "report"))
-    near_duplicate_similarity: float = knob(0.93, lo=0, hi=1, lo_open=True)
+    near_duplicate_max_difference: float = knob(0.03, lo=0, hi=1)
     on_bad_file: str = knob("error", choices=("error", "skip"))
     max_extract_gb: float = knob(50.0, lo=0, lo_open=True)
     max_archive_members: int = knob(1_000_000, lo=1)

@@ -1,0 +1,89 @@
+"""Training-time augmentation (handsigns.augment): random erasing, Mixup and CutMix on their own."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from handsigns.augment import _beta, augment, mix
+from handsigns.params.recipe import TrainParams
+
+
+def batch(b: int = 16, side: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(b, 3, side, side, generator=torch.Generator().manual_seed(1)), torch.arange(b) % 4
+
+
+def test_erasing_replaces_one_rectangle_per_image_and_nothing_else():
+    x, _ = batch()
+    plain = augment(x, torch.Generator().manual_seed(0), TrainParams(erase=0.0))
+    erased = augment(x, torch.Generator().manual_seed(0), TrainParams(erase=1.0))  # the same draws, then erasing
+    for a, b in zip(plain, erased, strict=True):
+        changed = (a != b).any(0)
+        rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert changed.sum() == box  # a filled rectangle (noise equal to a pixel by chance: never, in floats)
+        assert 0.02 * 32 * 32 * 0.5 <= box <= 0.25 * 32 * 32  # 2-25 % of the area, floored to whole pixels
+
+
+def test_transforms_that_are_off_draw_nothing():
+    x, y = batch()
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert mix(x, y, gen, TrainParams()) == (x, y, 1.0)
+    assert torch.equal(gen.get_state(), state)
+    augment(x, gen, TrainParams(erase=0.0))
+    after_plain = gen.get_state()
+    gen.set_state(state)
+    augment(x, gen, TrainParams(erase=0.5))
+    assert not torch.equal(gen.get_state(), after_plain)  # erasing draws after everything else
+
+
+def test_mixup_blends_each_image_with_another_at_the_weight_it_returns():
+    x, y = batch()
+    mixed, y2, lam = mix(x, y, torch.Generator().manual_seed(3), TrainParams(mixup=0.4))
+    assert 0 < lam < 1
+    perm = [int((y == label).nonzero()[0]) for label in y2]  # some image of each second label
+    assert all(y2 == y[perm])
+    # every mixed image is lam x its own + (1 - lam) x the one its second label came from
+    partner = [
+        min(range(16), key=lambda j, i=i: float((mixed[i] - lam * x[i] - (1 - lam) * x[j]).abs().max()))
+        for i in range(16)
+    ]
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[partner], atol=1e-6)
+    assert all(y2 == y[partner])
+
+
+def test_cutmix_pastes_one_box_and_weighs_the_labels_by_its_area():
+    x, y = batch()
+    mixed, _, lam = mix(x, y, torch.Generator().manual_seed(5), TrainParams(cutmix=1.0))
+    changed = (mixed != x).any(1).any(0)  # pixels changed in any image
+    rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+    area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert lam == pytest.approx(1 - float(area) / (32 * 32))
+    assert changed.sum() == area
+
+
+def test_both_on_takes_each_in_turn_and_repeats_with_the_seed():
+    x, y = batch()
+    params = TrainParams(mixup=0.2, cutmix=1.0)
+    runs = []
+    for _ in range(2):
+        gen = torch.Generator().manual_seed(11)
+        runs.append([mix(x, y, gen, params) for _ in range(12)])
+    kinds = {"cutmix" if ((m != x).sum(1) == 0).any() else "mixup" for m, _, _ in runs[0]}
+    assert kinds == {"mixup", "cutmix"}
+    for (m1, y1, l1), (m2, y2, l2) in zip(*runs, strict=True):
+        assert torch.equal(m1, m2) and torch.equal(y1, y2) and l1 == l2
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 3.0])
+def test_beta_draws_have_the_beta_mean_and_spread(alpha):
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.tensor([_beta(alpha, gen) for _ in range(4000)], dtype=torch.float64)
+    assert ((draws >= 0) & (draws <= 1)).all()
+    assert float(draws.mean()) == pytest.approx(0.5, abs=0.02)
+    var = 1 / (4 * (2 * alpha + 1))  # Beta(a, a)
+    assert float(draws.var()) == pytest.approx(var, rel=0.1)
+    assert math.isfinite(float(draws.sum()))
