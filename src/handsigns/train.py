@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from handsigns import checkpoint, distributed, resume
+from handsigns import adapt, checkpoint, distributed, resume
 from handsigns.augment import augment, mix
 from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
@@ -364,6 +364,9 @@ def fit(
     if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     world = distributed.current()
+    recipe, adapted = adapt.resolve(recipe, len(train), len(classes))
+    if adapted:
+        world.say(adapt.describe(adapted, len(train), len(classes)))
     if world.size != recipe.world_size:
         asked = f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x dist.nnodes)"
         raise UserError(f"{asked}; run the train stage through dvc repro, which launches them")
@@ -381,7 +384,11 @@ def fit(
         distributed.teardown()
     machine = fingerprint(device, precision)
     return {
-        "quality": {"best_epoch": progress.best["epoch"], "epochs_run": progress.epoch},
+        "quality": {
+            "best_epoch": progress.best["epoch"],
+            "epochs_run": progress.epoch,
+            **({"adapted": adapted} if adapted else {}),
+        },
         "best": {"accuracy": progress.best["accuracy"], "loss": progress.best["loss"]},
         "runtime": {
             "train_seconds": round(progress.seconds, 3),

@@ -32,10 +32,15 @@ def knob(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    auto: bool = False,
 ) -> Any:
-    """A params field with its allowed values; ``lo_open`` makes the lower bound exclusive."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open}
+    """A params field with its allowed values; ``lo_open`` makes the lower bound exclusive; ``auto``: the value
+    may also be ``auto`` (annotate it ``float | str``), which the train stage decides (:mod:`handsigns.adapt`)."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto}
     return field(default=default, metadata=meta)
+
+
+AUTO = "auto"
 
 
 def _type_name(tp: Any) -> str:
@@ -43,6 +48,12 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    if meta.get("auto"):
+        if value == AUTO:
+            return value
+        (tp,) = [a for a in typing.get_args(tp) if a is not str]  # the number it may also be
+        if isinstance(value, str):
+            raise UserError(f"params.yaml: {key} = {value!r} is not allowed; use a number or auto")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from handsigns.errors import UserError
-from handsigns.params import knob
+from handsigns.params import AUTO, knob
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ModelParams:
     dropout: float = knob(0.3, lo=0, hi=1)
 
     def __post_init__(self) -> None:
-        if self.dropout >= 1:
+        if self.dropout != AUTO and self.dropout >= 1:
             raise UserError(f"params.yaml: model.dropout = {self.dropout!r} is out of range; it must be < 1")
 
 
