@@ -55,7 +55,7 @@ def resolve(recipe: RecipeParams, train_images: int, classes: int) -> tuple[Reci
         section = getattr(recipe, name)
         changes = {}
         for f in dataclasses.fields(section):
-            if getattr(section, f.name) == AUTO:
+            if f.metadata.get("auto") and getattr(section, f.name) == AUTO:  # (device: auto is another auto)
                 changes[f.name] = decided[f"{name}.{f.name}"] = value(f"{name}.{f.name}", s)
         sections[name] = dataclasses.replace(section, **changes)
     if not decided:

@@ -19,7 +19,7 @@ class ModelParams:
     image_size: int = knob(64, lo=8, hi=1024)
     num_channels: int = knob(32, lo=1, hi=1024)
     batchnorm: bool = knob(True)
-    dropout: float = knob(0.3, lo=0, hi=1)
+    dropout: float | str = knob(0.3, lo=0, hi=1, auto=True)
 
     def __post_init__(self) -> None:
         if self.dropout != AUTO and self.dropout >= 1:
@@ -30,18 +30,18 @@ class ModelParams:
 class TrainParams:
     optimizer: str = knob("adamw", choices=("sgd", "adam", "adamw"))
     momentum: float = knob(0.9, lo=0, hi=1)
-    weight_decay: float = knob(5e-4, lo=0)
+    weight_decay: float | str = knob(5e-4, lo=0, auto=True)
     schedule: str = knob("onecycle", choices=("none", "onecycle", "cosine"))
     label_smoothing: float = knob(0.1, lo=0, hi=1)
     min_steps: int = knob(500, lo=0, hi=10_000_000)
     patience: int = knob(0, lo=0)
     augment: bool = knob(True)
     flip: bool = knob(False)
-    max_rotation: float = knob(10.0, lo=0, hi=180)
-    min_scale: float = knob(0.9, lo=0.1, hi=1)
-    max_shift: float = knob(0.05, lo=0, hi=0.5)
+    max_rotation: float | str = knob(10.0, lo=0, hi=180, auto=True)
+    min_scale: float | str = knob(0.9, lo=0.1, hi=1, auto=True)
+    max_shift: float | str = knob(0.05, lo=0, hi=0.5, auto=True)
     color_jitter: float = knob(0.2, lo=0, hi=1)
-    erase: float = knob(0.0, lo=0, hi=1)
+    erase: float | str = knob(0.0, lo=0, hi=1, auto=True)
     mixup: float = knob(0.0, lo=0, hi=10)
     cutmix: float = knob(0.0, lo=0, hi=10)
     device: str = knob("auto")
