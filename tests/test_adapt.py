@@ -52,10 +52,10 @@ def test_auto_is_refused_where_it_means_nothing(tmp_path):
     with pytest.raises(UserError, match="lr = 'auto' is a str; expected a float"):
         params.load(RecipeParams, path)
     path.write_text(yaml.safe_dump({"train": {"erase": "lots"}}))
-    with pytest.raises(UserError, match="train.erase = 'lots' is not allowed; use a number or auto"):
+    with pytest.raises(UserError, match=r"train\.erase = 'lots' is not allowed; use a number or auto"):
         params.load(RecipeParams, path)
     path.write_text(yaml.safe_dump({"train": {"erase": 2}}))
-    with pytest.raises(UserError, match="train.erase = 2.0 is out of range"):
+    with pytest.raises(UserError, match=r"train\.erase = 2\.0 is out of range"):
         params.load(RecipeParams, path)
 
 

@@ -46,10 +46,28 @@ def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch
         x = (x - mean) * contrast + mean
         grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - grey) * sat + grey
+    if params.hue > 0:
+        x = rotate_hue(x, uniform(-params.hue, params.hue) * (2 * math.pi))
     x = x.clamp_(0.0, 1.0)
     if params.erase > 0:
         x = erase(x, gen, params.erase)
     return x
+
+
+# RGB to YIQ: luma and two chroma axes; a hue shift turns the chroma plane, keeping luma.
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Each image's hues turned by its ``angle`` (radians) around the grey axis; brightness kept."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    turn = torch.stack(
+        [torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1), torch.stack([zero, sin, cos], 1)], 1
+    )
+    yiq = _YIQ.to(x.device, x.dtype)
+    m = torch.linalg.inv(yiq) @ turn.to(x.dtype) @ yiq  # B x 3 x 3
+    return torch.einsum("bij,bjhw->bihw", m, x)
 
 
 def erase(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
