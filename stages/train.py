@@ -9,6 +9,7 @@ With nproc x dist.nnodes > 1 it runs itself again under torchrun (handsigns.dist
 import sys
 
 from handsigns import distributed
+from handsigns.adapt import plan_epochs
 from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import run_main
 from handsigns.files import write_json
@@ -16,7 +17,7 @@ from handsigns.params import load
 from handsigns.params.memory import MemoryParams
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import CURVES, FINGERPRINT, RESUME, RUNTIME, TRAIN_METRICS
-from handsigns.train import fit, plan_epochs
+from handsigns.train import fit
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def test_strength_falls_from_one_to_zero_as_classes_fill():
 
 
 def test_every_knob_moves_from_its_value_at_zero_to_its_value_at_one():
-    for knob, (lo, hi) in adapt.RANGES.items():
+    for knob, (lo, hi) in adapt.STRONG.items():
         assert adapt.value(knob, 0.0) == pytest.approx(lo, rel=1e-3)
         assert adapt.value(knob, 1.0) == pytest.approx(hi, rel=1e-3)
         mid = adapt.value(knob, 0.5)
@@ -38,8 +38,8 @@ def test_auto_knobs_are_decided_and_pinned_ones_kept():
     resolved, decided = adapt.resolve(recipe, train_images=60, classes=6)  # 10 a class: full strength
     assert decided == {
         "strength": 1.0,
-        "model.dropout": adapt.RANGES["model.dropout"][1],
-        "train.erase": adapt.RANGES["train.erase"][1],
+        "model.dropout": adapt.STRONG["model.dropout"][1],
+        "train.erase": adapt.STRONG["train.erase"][1],
     }
     assert resolved.model.dropout == decided["model.dropout"] and resolved.train.erase == decided["train.erase"]
     assert resolved.train.weight_decay == 0.01  # a number in params.yaml is never changed
@@ -67,7 +67,7 @@ def test_the_knobs_that_may_be_auto_are_those_adapt_decides():
         for f in dataclasses.fields(getattr(recipe, name))
         if f.metadata.get("auto")
     }
-    assert may == set(adapt.RANGES)
+    assert may == set(adapt.STRONG)
     params.load(RecipeParams, Path(__file__).resolve().parents[1] / "params.yaml")  # as shipped: loads
 
 
@@ -75,7 +75,7 @@ def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):
     recipe = build(RecipeParams, {**TINY, "epochs": 2, "train": {**TINY["train"], "erase": AUTO}})
     summary = fit(recipe, ["a", "b"], random_split(12), random_split(4, seed=1), best_path=tmp_path / "best.pt")
     adapted = summary["quality"]["adapted"]
-    assert adapted == {"strength": 1.0, "train.erase": adapt.RANGES["train.erase"][1]}
+    assert adapted == {"strength": 1.0, "train.erase": adapt.STRONG["train.erase"][1]}
     assert "train: 12 training images in 2 classes: regularisation strength 1.00" in capsys.readouterr().out
     stored = torch.load(tmp_path / "best.pt", weights_only=True)
     assert stored["params"]["train"]["erase"] == adapted["train.erase"]  # the checkpoint holds the number used

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from handsigns.augment import _beta, augment, mix
+from handsigns.augment import _beta, augment, mix, rotate_hue
 from handsigns.params.recipe import TrainParams
 
 
@@ -87,3 +87,14 @@ def test_beta_draws_have_the_beta_mean_and_spread(alpha):
     var = 1 / (4 * (2 * alpha + 1))  # Beta(a, a)
     assert float(draws.var()) == pytest.approx(var, rel=0.1)
     assert math.isfinite(float(draws.sum()))
+
+
+def test_a_hue_turn_keeps_brightness_and_grey_and_a_full_turn_is_no_turn():
+    x, _ = batch(4, 8)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    turned = rotate_hue(x, torch.tensor([0.5, 1.0, 2.0, 3.0]))
+    assert torch.allclose((turned * luma).sum(1), (x * luma).sum(1), atol=1e-5)  # brightness kept
+    assert not torch.allclose(turned, x, atol=1e-2)
+    assert torch.allclose(rotate_hue(x, torch.full((4,), 2 * math.pi)), x, atol=1e-5)
+    grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert torch.allclose(rotate_hue(grey, torch.ones(4)), grey, atol=1e-5)  # grey has no hue to turn

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from handsigns import checkpoint
+from handsigns.adapt import plan_epochs
 from handsigns.dataset import batch_bounds
 from handsigns.errors import UserError
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
 from handsigns.runtime import machine_names, resolve_precision
-from handsigns.train import fit, make_optimizer, make_scheduler, plan_epochs
+from handsigns.train import fit, make_optimizer, make_scheduler
 
 from conftest import TINY, random_split
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from handsigns import adapt, checkpoint, distributed, resume
+from handsigns.adapt import plan_epochs
 from handsigns.augment import augment, mix
 from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
@@ -137,14 +138,6 @@ class _LogProbs(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-
-
-def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
-    """(epochs, optimiser steps per epoch): ``epochs``, raised where the data set is so small that they would
-    take fewer than ``train.min_steps`` steps, so a small data set gets as many updates as a large one."""
-    world = recipe.world_size  # each process takes an equal share (the sampler pads) in batches of its share
-    steps = len(batch_bounds(math.ceil(train_images / world), recipe.batch_size // world))
-    return max(recipe.epochs, math.ceil(recipe.train.min_steps / steps)), steps
 
 
 @dataclass
@@ -364,9 +357,9 @@ def fit(
     if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     world = distributed.current()
-    recipe, adapted = adapt.resolve(recipe, len(train), len(classes))
+    recipe, adapted = adapt.resolve(recipe, len(train))
     if adapted:
-        world.say(adapt.describe(adapted, len(train), len(classes)))
+        world.say(adapt.describe(adapted, recipe, len(train)))
     if world.size != recipe.world_size:
         asked = f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x dist.nnodes)"
         raise UserError(f"{asked}; run the train stage through dvc repro, which launches them")
