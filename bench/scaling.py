@@ -67,7 +67,8 @@ import torch
 from pathlib import Path
 from handsigns.augment import augment
 from handsigns.dataset import load_split
-from handsigns.params.recipe import TrainParams
+from handsigns import adapt
+from handsigns.params.recipe import RecipeParams
 from handsigns.dataset import batch_bounds, batch_pixels
 
 root, size, stream = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "stream"
@@ -79,7 +80,7 @@ order = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))
 batches = [order[s:e] for s, e in batch_bounds(len(order), 32)]
 gen, seen, started = torch.Generator().manual_seed(0), 0, time.perf_counter()
 for pixels in batch_pixels(split, batches, torch.device("cpu")):
-    x = augment(pixels.float().div_(255.0), gen, TrainParams())
+    x = augment(pixels.float().div_(255.0), gen, adapt.at(RecipeParams(), 0.0)[0].train)  # SIGNS' strength
     seen += len(x)
 epoch = time.perf_counter() - started
 print(json.dumps({{"load_s": loaded, "epoch_s": epoch, "images": seen}}))

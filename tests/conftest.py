@@ -30,8 +30,16 @@ TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "lr": 0.01,
     "epochs": 2,
     "batch_size": 16,
-    "model": {"image_size": 16, "num_channels": 4},
-    "train": {"min_steps": 0},  # exactly `epochs` epochs
+    "model": {"image_size": 16, "num_channels": 4, "dropout": 0.3},
+    # exactly `epochs` epochs; the auto knobs pinned to their strength-0 values (handsigns.adapt)
+    "train": {
+        "min_steps": 0,
+        "weight_decay": 5e-4,
+        "max_rotation": 10.0,
+        "min_scale": 0.9,
+        "max_shift": 0.05,
+        "erase": 0.0,
+    },
     "evaluate": {"batch_size": 64},
 }
 

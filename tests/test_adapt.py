@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 from handsigns import adapt, params
+from handsigns.adapt import plan_epochs
 from handsigns.errors import UserError
 from handsigns.params import AUTO, build
 from handsigns.params.recipe import RecipeParams
@@ -18,32 +20,38 @@ from handsigns.train import fit
 from conftest import TINY, random_split
 
 
-def test_strength_falls_from_one_to_zero_as_classes_fill():
-    per_class = [1, adapt.FEW, 30, 100, adapt.FULL, 10 * adapt.FULL]
-    s = [adapt.strength(n * 6, 6) for n in per_class]
-    assert s[0] == s[1] == 1.0 and s[-2] == s[-1] == 0.0
-    assert s == sorted(s, reverse=True) and 0 < s[3] < s[2] < 1
+def recipe_for(**train) -> RecipeParams:
+    return build(RecipeParams, {"epochs": 20, "batch_size": 32, "train": {"min_steps": 500, **train}})
 
 
-def test_every_knob_moves_from_its_value_at_zero_to_its_value_at_one():
-    for knob, (lo, hi) in adapt.STRONG.items():
+def test_strength_grows_with_how_far_the_step_budget_raises_the_epochs():
+    recipe = recipe_for()
+    # 800 images: 25 steps an epoch, 20 epochs reach 500 steps; 80: 3 steps, 167 epochs (8.4x); 40: 250 (12.5x)
+    assert [plan_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)] == [20, 32, 72, 167, 250]
+    s = [adapt.strength(recipe, n) for n in (800, 500, 200, 80, 40)]
+    assert s[0] == 0.0 and s[-1] == 1.0 and s == sorted(s) and 0 < s[1] < s[2] < s[3] < 1
+    assert s[3] == pytest.approx(math.log(167 / 20) / math.log(adapt.FULL_RAISE))
+    assert adapt.strength(recipe_for(min_steps=0), 40) == 0.0  # no step budget: nothing raised
+
+
+def test_every_knob_moves_between_its_two_values():
+    for knob, (lo, hi) in adapt.RANGES.items():
         assert adapt.value(knob, 0.0) == pytest.approx(lo, rel=1e-3)
         assert adapt.value(knob, 1.0) == pytest.approx(hi, rel=1e-3)
-        mid = adapt.value(knob, 0.5)
-        assert min(lo, hi) < mid < max(lo, hi)
+        assert min(lo, hi) < adapt.value(knob, 0.5) < max(lo, hi)
 
 
 def test_auto_knobs_are_decided_and_pinned_ones_kept():
-    recipe = build(RecipeParams, {"model": {"dropout": AUTO}, "train": {"erase": AUTO, "weight_decay": 0.01}})
-    resolved, decided = adapt.resolve(recipe, train_images=60, classes=6)  # 10 a class: full strength
-    assert decided == {
-        "strength": 1.0,
-        "model.dropout": adapt.STRONG["model.dropout"][1],
-        "train.erase": adapt.STRONG["train.erase"][1],
-    }
-    assert resolved.model.dropout == decided["model.dropout"] and resolved.train.erase == decided["train.erase"]
+    raw = {"epochs": 2, "train": {"weight_decay": 0.01, "min_steps": 500}}  # the rest: their defaults, auto
+    recipe = build(RecipeParams, raw)
+    resolved, decided = adapt.resolve(recipe, train_images=60)  # 2 steps an epoch: 250 epochs, not 2
+    strong = {knob: hi for knob, (_, hi) in adapt.RANGES.items() if knob != "train.weight_decay"}
+    assert decided == {"strength": 1.0, **strong}
+    assert resolved.model.dropout == 0.5 and resolved.train.erase == adapt.RANGES["train.erase"][1]
     assert resolved.train.weight_decay == 0.01  # a number in params.yaml is never changed
-    assert adapt.resolve(resolved, 60, 6) == (resolved, {})  # nothing auto: nothing decided
+    assert adapt.resolve(resolved, 60) == (resolved, {})  # nothing auto: nothing decided
+    plenty, decided = adapt.resolve(recipe, train_images=16_000)  # 500 steps an epoch: 2 epochs, as asked
+    assert decided["strength"] == 0.0 and plenty.train.erase == 0.0 and plenty.model.dropout == 0.3
 
 
 def test_auto_is_refused_where_it_means_nothing(tmp_path):
@@ -67,15 +75,16 @@ def test_the_knobs_that_may_be_auto_are_those_adapt_decides():
         for f in dataclasses.fields(getattr(recipe, name))
         if f.metadata.get("auto")
     }
-    assert may == set(adapt.STRONG)
+    assert may == set(adapt.RANGES)
     params.load(RecipeParams, Path(__file__).resolve().parents[1] / "params.yaml")  # as shipped: loads
 
 
 def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):
-    recipe = build(RecipeParams, {**TINY, "epochs": 2, "train": {**TINY["train"], "erase": AUTO}})
+    train = {**TINY["train"], "erase": AUTO, "min_steps": 20}  # 12 images, batch 16: 1 step, 20 epochs, not 2
+    recipe = build(RecipeParams, {**TINY, "epochs": 2, "train": train})
     summary = fit(recipe, ["a", "b"], random_split(12), random_split(4, seed=1), best_path=tmp_path / "best.pt")
     adapted = summary["quality"]["adapted"]
-    assert adapted == {"strength": 1.0, "train.erase": adapt.STRONG["train.erase"][1]}
-    assert "train: 12 training images in 2 classes: regularisation strength 1.00" in capsys.readouterr().out
+    assert adapted == {"strength": 1.0, "train.erase": adapt.RANGES["train.erase"][1]}
+    assert "train: 12 images, 20 epochs for train.min_steps: regularisation strength 1.00" in capsys.readouterr().out
     stored = torch.load(tmp_path / "best.pt", weights_only=True)
     assert stored["params"]["train"]["erase"] == adapted["train.erase"]  # the checkpoint holds the number used

@@ -100,7 +100,7 @@ def test_init_from_needs_its_sha256_pinned_and_matching(tiny_model):
 
 def test_weights_that_do_not_fit_are_named_and_a_foreign_file_refused(tiny_model, tmp_path):
     path, digest = saved_run(tiny_model)
-    wider = build_net(2, ModelParams(image_size=16, num_channels=8))
+    wider = build_net(2, ModelParams(image_size=16, num_channels=8, dropout=0.3))
     with pytest.raises(UserError, match=r"does not fit this model: 'conv1.weight' is \(4, 3, 3, 3\), the model's"):
         start_from(wider, ["0", "1"], path, digest, "train.init_from", "train.init_from_sha256")
     junk = tmp_path / "junk.pt"
@@ -181,7 +181,7 @@ def test_freeze_epochs_train_only_the_head_and_backbone_lr_scale_gives_two_group
     assert not torch.equal(after["state_dict"]["fc2.weight"], carried)  # trained
     assert after["start"]["sha256"] == digest  # the checkpoint (and so the card) names its start
 
-    scaled = build(RecipeParams, {"lr": 0.01, "train": {"backbone_lr_scale": 0.1}})
+    scaled = build(RecipeParams, {"lr": 0.01, "train": {"backbone_lr_scale": 0.1, "weight_decay": 5e-4}})
     net = Net(2, 16, 4)
     opt = make_optimizer(scaled, net)
     backbone, top = backbone_and_head(net)

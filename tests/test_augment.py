@@ -11,14 +11,19 @@ from handsigns.augment import _beta, augment, mix, rotate_hue
 from handsigns.params.recipe import TrainParams
 
 
+def P(**kw) -> TrainParams:
+    """Train params with the auto knobs at their strength-0 values (handsigns.adapt), ``kw`` over them."""
+    return TrainParams(**{"max_rotation": 10.0, "min_scale": 0.9, "max_shift": 0.05, "erase": 0.0, **kw})
+
+
 def batch(b: int = 16, side: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(b, 3, side, side, generator=torch.Generator().manual_seed(1)), torch.arange(b) % 4
 
 
 def test_erasing_replaces_one_rectangle_per_image_and_nothing_else():
     x, _ = batch()
-    plain = augment(x, torch.Generator().manual_seed(0), TrainParams(erase=0.0))
-    erased = augment(x, torch.Generator().manual_seed(0), TrainParams(erase=1.0))  # the same draws, then erasing
+    plain = augment(x, torch.Generator().manual_seed(0), P(erase=0.0))
+    erased = augment(x, torch.Generator().manual_seed(0), P(erase=1.0))  # the same draws, then erasing
     for a, b in zip(plain, erased, strict=True):
         changed = (a != b).any(0)
         rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
@@ -31,18 +36,18 @@ def test_transforms_that_are_off_draw_nothing():
     x, y = batch()
     gen = torch.Generator().manual_seed(0)
     state = gen.get_state()
-    assert mix(x, y, gen, TrainParams()) == (x, y, 1.0)
+    assert mix(x, y, gen, P()) == (x, y, 1.0)
     assert torch.equal(gen.get_state(), state)
-    augment(x, gen, TrainParams(erase=0.0))
+    augment(x, gen, P(erase=0.0))
     after_plain = gen.get_state()
     gen.set_state(state)
-    augment(x, gen, TrainParams(erase=0.5))
+    augment(x, gen, P(erase=0.5))
     assert not torch.equal(gen.get_state(), after_plain)  # erasing draws after everything else
 
 
 def test_mixup_blends_each_image_with_another_at_the_weight_it_returns():
     x, y = batch()
-    mixed, y2, lam = mix(x, y, torch.Generator().manual_seed(3), TrainParams(mixup=0.4))
+    mixed, y2, lam = mix(x, y, torch.Generator().manual_seed(3), P(mixup=0.4))
     assert 0 < lam < 1
     perm = [int((y == label).nonzero()[0]) for label in y2]  # some image of each second label
     assert all(y2 == y[perm])
@@ -57,7 +62,7 @@ def test_mixup_blends_each_image_with_another_at_the_weight_it_returns():
 
 def test_cutmix_pastes_one_box_and_weighs_the_labels_by_its_area():
     x, y = batch()
-    mixed, _, lam = mix(x, y, torch.Generator().manual_seed(5), TrainParams(cutmix=1.0))
+    mixed, _, lam = mix(x, y, torch.Generator().manual_seed(5), P(cutmix=1.0))
     changed = (mixed != x).any(1).any(0)  # pixels changed in any image
     rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
     area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
@@ -67,7 +72,7 @@ def test_cutmix_pastes_one_box_and_weighs_the_labels_by_its_area():
 
 def test_both_on_takes_each_in_turn_and_repeats_with_the_seed():
     x, y = batch()
-    params = TrainParams(mixup=0.2, cutmix=1.0)
+    params = P(mixup=0.2, cutmix=1.0)
     runs = []
     for _ in range(2):
         gen = torch.Generator().manual_seed(11)

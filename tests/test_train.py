@@ -32,7 +32,9 @@ def test_training_with_a_one_image_last_batch_and_batchnorm(tmp_path):
 
 
 def test_onecycle_keeps_the_configured_momentum():
-    recipe = build(RecipeParams, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle"}})
+    recipe = build(
+        RecipeParams, {"train": {"optimizer": "sgd", "momentum": 0.5, "schedule": "onecycle", "weight_decay": 0.0}}
+    )
     opt = make_optimizer(recipe, Net(2, 16, 4))
     make_scheduler(recipe, opt, total=3)
     assert opt.param_groups[0]["momentum"] == 0.5

@@ -25,25 +25,18 @@ from handsigns.params.recipe import RecipeParams
 
 FULL_RAISE = 10  # the step budget raising the epochs this many times over or more: strength 1
 
-# Each auto knob's value at strength 1; at strength 0 it is the dataclass's default (the recipe as tuned on
-# SIGNS, which the step budget does not raise). Chosen on SIGNS at 10 % (80 images, 195 passes): test 0.82 ->
-# 0.86 on seed 0 (docs/generality.md).
-STRONG: dict[str, float] = {
-    "model.dropout": 0.5,
-    "train.weight_decay": 0.05,
-    "train.max_rotation": 20.0,
-    "train.min_scale": 0.75,
-    "train.max_shift": 0.1,
-    "train.erase": 0.25,
+# Each auto knob's value at strength 0 (the recipe as tuned on SIGNS, whose epochs the step budget does not
+# raise) and at strength 1, chosen on SIGNS at 10 % (80 images, 195 passes): test 0.82 -> 0.86 on seed 0
+# (docs/generality.md).
+RANGES: dict[str, tuple[float, float]] = {
+    "model.dropout": (0.3, 0.5),
+    "train.weight_decay": (5e-4, 0.05),
+    "train.max_rotation": (10.0, 20.0),
+    "train.min_scale": (0.9, 0.75),
+    "train.max_shift": (0.05, 0.1),
+    "train.erase": (0.0, 0.25),
 }
 _LOG_SCALE = {"train.weight_decay"}
-
-
-def default(knob: str) -> float:
-    """``knob``'s dataclass default: its value at strength 0."""
-    section, name = knob.split(".")
-    (f,) = [f for f in dataclasses.fields(getattr(RecipeParams(), section)) if f.name == name]
-    return f.default
 
 
 def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
@@ -62,7 +55,7 @@ def strength(recipe: RecipeParams, train_images: int) -> float:
 
 def value(knob: str, s: float) -> float:
     """``knob``'s value at strength ``s`` (rounded to 4 significant digits: readable in the log and the card)."""
-    lo, hi = default(knob), STRONG[knob]
+    lo, hi = RANGES[knob]
     v = lo * (hi / lo) ** s if knob in _LOG_SCALE else lo + s * (hi - lo)
     return float(f"{v:.4g}")
 
@@ -70,7 +63,11 @@ def value(knob: str, s: float) -> float:
 def resolve(recipe: RecipeParams, train_images: int) -> tuple[RecipeParams, dict[str, float]]:
     """``recipe`` with every ``auto`` knob decided for the training set, and what was decided (knob: value,
     with ``strength``); nothing decided when no knob is ``auto``."""
-    s = strength(recipe, train_images)
+    return at(recipe, strength(recipe, train_images))
+
+
+def at(recipe: RecipeParams, s: float) -> tuple[RecipeParams, dict[str, float]]:
+    """``recipe`` with every ``auto`` knob at strength ``s``, and what was decided (:func:`resolve`)."""
     decided: dict[str, float] = {}
     sections = {}
     for name in ("model", "train"):
