@@ -183,6 +183,11 @@ def digits(dest: Path) -> None:
         save(px.resize((32, 32), Image.Resampling.NEAREST), dest / str(label) / f"{i:04d}.png")
 
 
+# What each set's maker knows of its labels (docs/generality.md, "Which transforms keep your labels"), as a
+# user states it in params.yaml: the generated shapes and letters take random colours, so any hue keeps their
+# class, and a mirrored shape is the same shape. The other sets keep params.yaml's statement (no flip, no hue).
+DECLARED = {"shapes-few": ["train.flip=true", "train.hue=0.5"], "glyphs-26": ["train.hue=0.5"]}
+
 BUILDERS = {
     "signs-5": lambda d: copy_signs(signs_subset(0.05), d),
     "signs-10": lambda d: copy_signs(signs_subset(0.10), d),
@@ -243,7 +248,7 @@ def run_stages(workdir: Path, stages: tuple[str, ...], threads: int) -> tuple[st
 
 
 def prepare(name: str, source: Path, tmp: Path, args: argparse.Namespace) -> dict:
-    wd = project(tmp / name / "data", source, args.overrides)
+    wd = project(tmp / name / "data", source, [*DECLARED.get(name, []), *args.overrides])
     error, warnings = run_stages(wd, ("download", "split"), args.threads)
     if error:
         return {"error": error, "warnings": warnings}
@@ -253,7 +258,8 @@ def prepare(name: str, source: Path, tmp: Path, args: argparse.Namespace) -> dic
 
 
 def run_seed(name: str, source: Path, seed: int, tmp: Path, args: argparse.Namespace) -> dict:
-    wd = project(tmp / name / f"seed{seed}", source, [*args.overrides, f"seed={seed}"], data_from=tmp / name / "data")
+    overrides = [*DECLARED.get(name, []), *args.overrides, f"seed={seed}"]
+    wd = project(tmp / name / f"seed{seed}", source, overrides, data_from=tmp / name / "data")
     error, _ = run_stages(wd, ("train", "evaluate"), args.threads)
     if error:
         return {"seed": seed, "error": error}
@@ -291,7 +297,8 @@ def table(rows: dict) -> str:
         if row.get("images"):
             sizes = "/".join(str(row["images"][s]) for s in ("train", "val", "test"))
             sizes += f" ({sum(row['excluded'].values())})"  # the reasons: in the JSON
-        head = f"| {name} | {row.get('classes') or '—'} | {sizes} |"
+        declared = f" ({', '.join(DECLARED[name])})" if name in DECLARED else ""
+        head = f"| {name}{declared} | {row.get('classes') or '—'} | {sizes} |"
         runs, s = row.get("runs", []), row["summary"]
         notes += [f"- {name}, seed {r['seed']}: {r['error']}" for r in runs if "error" in r and s]
         if not s:

@@ -41,7 +41,7 @@ class TrainParams:
     min_scale: float | str = knob(AUTO, lo=0.1, hi=1, auto=True)
     max_shift: float | str = knob(AUTO, lo=0, hi=0.5, auto=True)
     color_jitter: float = knob(0.2, lo=0, hi=1)
-    hue: float = knob(0.5, lo=0, hi=0.5)
+    hue: float = knob(0.0, lo=0, hi=0.5)
     erase: float | str = knob(AUTO, lo=0, hi=1, auto=True)
     mixup: float = knob(0.0, lo=0, hi=10)
     cutmix: float = knob(0.0, lo=0, hi=10)
