@@ -80,11 +80,11 @@ def test_the_knobs_that_may_be_auto_are_those_adapt_decides():
 
 
 def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):
-    train = {**TINY["train"], "erase": AUTO, "min_steps": 20}  # 12 images, batch 16: 1 step, 20 epochs, not 2
-    recipe = build(RecipeParams, {**TINY, "epochs": 2, "train": train})
+    train = {**TINY["train"], "erase": AUTO, "min_steps": 10}  # 12 images, batch 16: 1 step, 10 epochs, not 1
+    recipe = build(RecipeParams, {**TINY, "epochs": 1, "train": train})
     summary = fit(recipe, ["a", "b"], random_split(12), random_split(4, seed=1), best_path=tmp_path / "best.pt")
     adapted = summary["quality"]["adapted"]
     assert adapted == {"strength": 1.0, "train.erase": adapt.RANGES["train.erase"][1]}
-    assert "train: 12 images, 20 epochs for train.min_steps: regularisation strength 1.00" in capsys.readouterr().out
+    assert "train: 12 images, 10 epochs for train.min_steps: regularisation strength 1.00" in capsys.readouterr().out
     stored = torch.load(tmp_path / "best.pt", weights_only=True)
     assert stored["params"]["train"]["erase"] == adapted["train.erase"]  # the checkpoint holds the number used
