@@ -83,8 +83,9 @@ def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):
     train = {**TINY["train"], "erase": AUTO, "min_steps": 10}  # 12 images, batch 16: 1 step, 10 epochs, not 1
     recipe = build(RecipeParams, {**TINY, "epochs": 1, "train": train})
     summary = fit(recipe, ["a", "b"], random_split(12), random_split(4, seed=1), best_path=tmp_path / "best.pt")
-    adapted = summary["quality"]["adapted"]
+    adapted = summary["adapted"]
     assert adapted == {"strength": 1.0, "train.erase": adapt.RANGES["train.erase"][1]}
+    assert summary["quality"]["regularisation_strength"] == 1.0  # metrics/train.json's figure
     assert "train: 12 images, 10 epochs for train.min_steps: regularisation strength 1.00" in capsys.readouterr().out
     stored = torch.load(tmp_path / "best.pt", weights_only=True)
     assert stored["params"]["train"]["erase"] == adapted["train.erase"]  # the checkpoint holds the number used

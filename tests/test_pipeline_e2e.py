@@ -67,6 +67,7 @@ def test_dvc_shows_the_headline_figures_only(repo):
         "metrics/data.json:images.test",
         "metrics/train.json:best_epoch",
         "metrics/train.json:epochs_run",
+        "metrics/train.json:regularisation_strength",
         "metrics/runtime.json:train_seconds",
         "metrics/runtime.json:train_images_per_s",
         "metrics/runtime.json:world_size",

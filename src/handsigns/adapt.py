@@ -7,7 +7,8 @@ to ``auto`` in params.yaml is decided by the train stage from how far the step b
 strength 0 when it did not raise them (the recipe as tuned), 1 when it raised them :data:`FULL_RAISE`-fold or
 more, on a log scale between. Each knob moves from its value at strength 0 to its value at strength 1 (weight
 decay on a log scale). A number in params.yaml pins a knob; what the ``auto`` knobs became is printed by the
-train stage and recorded in the run (``metrics/train.json`` and the checkpoint's params).
+train stage and recorded in the run (the strength in ``metrics/train.json``, the values in the checkpoint's
+params and so the model card).
 
 Why passes and not images per class: 572 images of 26 letters (22 a class) get 28 passes, and the full
 strength, chosen on 80 SIGNS images (195 passes), made them underfit (test 0.12 against 0.74); the step budget

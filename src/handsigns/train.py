@@ -377,11 +377,12 @@ def fit(
         distributed.teardown()
     machine = fingerprint(device, precision)
     return {
-        "quality": {
+        "quality": {  # DVC metrics: the headline only; what each auto knob became is in the checkpoint's params
             "best_epoch": progress.best["epoch"],
             "epochs_run": progress.epoch,
-            **({"adapted": adapted} if adapted else {}),
+            **({"regularisation_strength": adapted["strength"]} if adapted else {}),
         },
+        "adapted": adapted,
         "best": {"accuracy": progress.best["accuracy"], "loss": progress.best["loss"]},
         "runtime": {
             "train_seconds": round(progress.seconds, 3),
