@@ -16,7 +16,7 @@ gradients, so two writings of a "1" hash alike. Measured on those two sets and o
 (``docs/data.md``): re-encodes and resizes differ by at most 0.009, a quarter-size copy by 0.021, a 10 %
 brightness or contrast change by 0.023, SIGNS' burst shots (consecutive photo numbers) by 0.012 to 0.03, and
 the closest two distinct digits by 0.042. The limit sits between. Relative to contrast, SIGNS' burst shots
-differ by at most 0.20 of it; generated low-contrast shapes and letters the absolute limit alone pairs
+differ by at most 0.203 of it; generated low-contrast shapes and letters the absolute limit alone pairs
 (thousands, most across classes) by at least 0.34.
 
 The search is exact and machine-independent: thumbnails hold integers 0..255, so every dot product of two
