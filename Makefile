@@ -10,23 +10,25 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality screenshot clean-venv
+.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
 # second `make` instant and reinstalls when the lock or the project's metadata changes.
-# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch's CPU-only wheels from that index instead of the
-# CUDA build PyPI serves for Linux (docs/install.md); the rest still comes from the lock.
-$(STAMP): pyproject.toml $(LOCK)
+# torch (tools/torch_source.py): on Linux with no NVIDIA GPU, its CPU build from PyTorch's index (1.5 GB, not the
+# lock's 6 GB CUDA build) where that index answers; else, saying so, the lock's. TORCH_INDEX=none: the lock's
+# always; TORCH_INDEX=URL: that index. The rest comes from the lock either way (docs/install.md).
+TORCH_INDEX ?= auto
+$(STAMP): pyproject.toml $(LOCK) tools/torch_source.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-ifdef TORCH_INDEX
-	awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==/) } !skip' \
-		$(LOCK) > $(VENV)/lock-without-torch.txt
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt
-	$(BIN)/python -m pip install --quiet --index-url '$(TORCH_INDEX)' $(TORCH_PINS)
-else
-	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
-endif
+	index=$$($(BIN)/python tools/torch_source.py --index '$(TORCH_INDEX)') || exit 1; \
+	if [ -n "$$index" ]; then \
+		$(BIN)/python tools/torch_source.py --without-torch $(LOCK) > $(VENV)/lock-without-torch.txt && \
+		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt && \
+		$(BIN)/python -m pip install --quiet --index-url "$$index" $(TORCH_PINS); \
+	else \
+		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK); \
+	fi
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -35,8 +37,8 @@ install: $(STAMP)
 # Refresh requirements.lock after changing pyproject.toml's dependencies: one universal lock (every platform
 # and Python the project supports) with hashes; versions already locked stay unless UPGRADE=1.
 lock: $(STAMP)
-	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra dev --universal \
-		--python-version 3.11 --generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
+	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra notebook --extra dev --universal \
+		--python-version 3.10 --generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
 		$(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 # Run the whole pipeline on the data params.yaml pins (the SIGNS zip shipped in datasets/). Another copy or
@@ -121,6 +123,11 @@ bench-finetune: $(STAMP)
 # letters, 1024 px photos, digit scans): test accuracy over seeds 0 1 2 per set (bench/generality.{json,md}).
 bench-generality: $(STAMP)
 	$(BIN)/python bench/generality.py $(BENCH_ARGS)
+
+# The course's notebook, in Spanish (notebooks/curso.ipynb), in JupyterLab. Saving it there also rewrites its
+# plain-text twin notebooks/curso.py (jupytext), the file to read in a diff. Colab: the badge in README.es.md.
+notebook: $(STAMP)
+	$(BIN)/jupyter lab notebooks/curso.ipynb
 
 # docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
 screenshot: $(STAMP)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import pytest
 import yaml
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -13,7 +12,11 @@ from packaging.utils import canonicalize_name
 
 from conftest import REPO, run
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: its backport (in the lock for 3.10)
+    import tomli as tomllib
+
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 

@@ -16,7 +16,11 @@ from handsigns.errors import UserError
 
 from conftest import REPO, bomb_jpeg, run
 
-tomllib = pytest.importorskip("tomllib")
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: its backport (in the lock for 3.10)
+    import tomli as tomllib
+
 pytestmark = pytest.mark.slow  # a CLI subprocess or two each
 
 PREDICT = [sys.executable, "-m", "handsigns.cli", "predict"]

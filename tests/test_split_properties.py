@@ -207,11 +207,12 @@ class _ReversedScandir:
 
 @contextmanager
 def reversed_listing() -> Iterator[None]:
-    """Every directory listing in the reverse of the OS's order: os.listdir (under Path.iterdir) and
-    os.scandir (under os.walk), whichever split.py uses."""
+    """Every directory listing in the reverse of the OS's order: os.listdir, Path.iterdir (which calls it
+    from 3.11 on; 3.10's bound its own reference) and os.scandir (under os.walk), whichever split.py uses."""
     listdir, scandir = os.listdir, os.scandir
     with (
         mock.patch.object(os, "listdir", lambda path=".": listdir(path)[::-1]),
+        mock.patch.object(Path, "iterdir", lambda self: (self / name for name in listdir(self)[::-1])),
         mock.patch.object(os, "scandir", lambda path=".": _ReversedScandir(scandir(path))),
     ):
         yield

@@ -1,0 +1,101 @@
+"""Where `make install` takes torch from (tools/torch_source.py): PyTorch's CPU index on a Linux machine with no
+NVIDIA GPU where that index answers (a real HTTP server on 127.0.0.1 plays it), else the lock, saying why."""
+
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from servers import free_port, http_server
+
+from conftest import REPO
+
+SCRIPT = REPO / "tools/torch_source.py"
+pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU index is a Linux choice")
+
+
+def choose(tmp_path: Path, *args: str, gpu: bool = False) -> tuple[str, str]:
+    """Run the script as make does, with only a fake `nvidia-smi` (or none) and the shell's tools on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if gpu:
+        fake = bin_dir / "nvidia-smi"
+        fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0000)'\n")
+        fake.chmod(0o755)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout.strip(), proc.stderr.strip()
+
+
+def pypi_like_index(root: Path) -> Path:
+    (root / "simple/torch").mkdir(parents=True)
+    (root / "simple/torch/index.html").write_text("<a href='torch-2.14.1+cpu-cp311-cp311-linux_x86_64.whl'>torch</a>")
+    return root
+
+
+def test_no_gpu_and_the_cpu_index_answers_takes_the_cpu_build(tmp_path):
+    with http_server(pypi_like_index(tmp_path / "served")) as base:
+        index, why = choose(tmp_path, "--index", "auto", "--cpu-index", f"{base}/simple")
+    assert index == f"{base}/simple"
+    assert (
+        why == f"make install: no NVIDIA GPU: torch's CPU build from {index} (TORCH_INDEX=none: the lock's CUDA build)"
+    )
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["nothing listens", "no torch page"])
+def test_no_gpu_and_no_cpu_index_falls_back_to_the_lock_in_one_line(tmp_path, served):
+    if served:
+        with http_server(tmp_path) as base:  # an index with no torch/ page: 404
+            index, why = choose(tmp_path, "--cpu-index", f"{base}/simple")
+        assert "(HTTP 404)" in why
+    else:
+        url = f"http://127.0.0.1:{free_port()}/simple"
+        index, why = choose(tmp_path, "--cpu-index", url)
+        assert "refused" in why.lower()
+    assert index == ""
+    assert len(why.splitlines()) == 1
+    assert re.match(r"make install: no NVIDIA GPU, but PyTorch's CPU wheel index \S+ does not answer", why), why
+    assert "torch from requirements.lock, the CUDA build" in why
+
+
+def test_an_nvidia_gpu_keeps_the_locks_cuda_build(tmp_path):
+    with http_server(pypi_like_index(tmp_path / "served")) as base:
+        index, why = choose(tmp_path, "--cpu-index", f"{base}/simple", gpu=True)
+    assert index == ""
+    gpu = "GPU 0: NVIDIA H200 (UUID: GPU-0000)"
+    assert why == f"make install: torch from requirements.lock, the CUDA build: an NVIDIA GPU is present ({gpu})"
+
+
+def test_asked_explicitly_none_or_an_index_is_obeyed_without_probing(tmp_path):
+    assert choose(tmp_path, "--index", "none") == ("", "make install: torch from requirements.lock (TORCH_INDEX=none)")
+    url = f"http://127.0.0.1:{free_port()}/whl"  # nothing listens: an explicit index is not probed
+    assert choose(tmp_path, "--index", url) == (url, f"make install: torch from TORCH_INDEX={url}")
+
+
+def test_the_lock_less_torch_keeps_every_other_package_with_its_hashes(tmp_path):
+    lock = (REPO / "requirements.lock").read_text()
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--without-torch", str(REPO / "requirements.lock")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    first_lines = re.compile(r"^([A-Za-z0-9][^= ]*)==", re.M)
+    before, after = first_lines.findall(lock), first_lines.findall(out)
+    dropped = sorted(set(before) - set(after))
+    assert {"torch", "torchvision", "triton", "nvidia-cudnn-cu13", "cuda-toolkit"} <= set(dropped)
+    assert all(re.match(r"(torch|torchvision|triton|cuda-|nvidia-(cu|nc|nv))", name) for name in dropped), dropped
+    assert "nvidia-ml-py" in after  # not a CUDA wheel torch pulls: it stays
+    # Each kept requirement with all of its lines (its hashes and its "via" comments), in order.
+    blocks = re.split(r"(?m)^(?=[A-Za-z0-9])", lock)
+    assert out == "".join(
+        b for b in blocks if not re.match(r"(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==", b)
+    )
