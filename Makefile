@@ -126,8 +126,10 @@ bench-generality: $(STAMP)
 
 # The course's notebook, in Spanish (notebooks/curso.ipynb), in JupyterLab. Saving it there also rewrites its
 # plain-text twin notebooks/curso.py (jupytext), the file to read in a diff. Colab: the badge in README.es.md.
+# As root (a container, WSL's default user) JupyterLab wants --allow-root. More options: NOTEBOOK_ARGS=--no-browser
 notebook: $(STAMP)
-	$(BIN)/jupyter lab notebooks/curso.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS) \
+		notebooks/curso.ipynb
 
 # docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
 screenshot: $(STAMP)

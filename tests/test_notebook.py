@@ -1,15 +1,21 @@
 """The course's notebook (notebooks/curso.ipynb): in step with its plain-text twin, stripped of outputs, covering
-the course's steps, and run top to bottom by a real Jupyter kernel on a copy of the project."""
+the course's steps, run top to bottom by a real Jupyter kernel on a copy of the project, and served by `make notebook`."""
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import time
+import urllib.request
 
 import jupytext
 import nbformat
 import pytest
+from servers import free_port, wait_for_port
 
-from conftest import REPO, make_project, project_env, run
+from conftest import REPO, VENV_BIN, make_project, project_env, run
 
 NOTEBOOK = REPO / "notebooks/curso.ipynb"
 TWIN = REPO / "notebooks/curso.py"
@@ -93,3 +99,37 @@ def test_notebook_runs_top_to_bottom_in_a_real_kernel(tmp_path):
     top = re.findall(r"^(\S+): \d+\.\d%$", text, re.M)
     assert len(top) == 3 and set(top) <= set(card["classes"]), top
     assert (project / "graficas/index.html").exists()
+
+
+@pytest.mark.slow
+def test_make_notebook_serves_the_notebook_and_its_twin_as_notebooks():
+    """`make notebook` starts JupyterLab on the project with jupytext's contents manager: the .ipynb opens, and
+    so does the plain-text twin, as a notebook (what pairs them when a student saves)."""
+    port, token = free_port(), "handsigns-test"
+    args = f"--no-browser --port {port} --ServerApp.token={token}"
+    make = ["make", "--no-print-directory", f"VENV={VENV_BIN.parent}", "-o", f"{VENV_BIN.parent}/.installed"]
+    lab = subprocess.Popen(
+        [*make, "notebook", f"NOTEBOOK_ARGS={args}"],
+        cwd=REPO,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, lab, timeout=60)
+        for name in ("curso.ipynb", "curso.py"):
+            url = f"http://127.0.0.1:{port}/api/contents/notebooks/{name}?token={token}"
+            for _ in range(20):  # the port opens a moment before the contents API answers
+                try:
+                    with urllib.request.urlopen(url, timeout=30) as response:
+                        model = json.load(response)
+                    break
+                except ConnectionError:
+                    time.sleep(0.5)
+            assert model["type"] == "notebook", (name, model["type"])
+            assert model["content"]["cells"][0]["source"].startswith("# Del cuaderno del curso al pipeline")
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)
