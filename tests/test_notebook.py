@@ -1,5 +1,6 @@
-"""The course's notebook (notebooks/curso.ipynb): in step with its plain-text twin, stripped of outputs, covering
-the course's steps, run top to bottom by a real Jupyter kernel on a copy of the project, and served by `make notebook`."""
+"""The course's notebook (notebooks/curso.ipynb): in step with its plain-text twin, stripped of outputs,
+covering the course's steps, run top to bottom by a real Jupyter kernel on a copy of the project, and served
+by `make notebook`."""
 
 import json
 import os
