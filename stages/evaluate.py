@@ -1,20 +1,22 @@
-"""DVC stage `evaluate`: exact metrics of the best model on val and test.
+"""DVC stage `evaluate`: exact metrics of the best model on val and test, and its calibration.
 
-Outputs: metrics/eval.json (the headline: val/test accuracy, macro-F1, loss) and metrics/eval/:
+Outputs: metrics/eval.json (the headline: val/test accuracy, macro-F1, loss, expected calibration error) and
+metrics/eval/: calibration.json (the temperature fitted on val, test's ECE after it),
 per_class_{val,test}.csv (precision, recall, F1, support per class; drives the per-class F1 plot),
 predictions_{val,test}.csv (per image: actual, predicted, probability; drives the confusion matrices) and
-misclassified_test.png (a gallery of the test errors).
+misclassified_test.png (a gallery of the test errors) and reliability_test{,_calibrated}.csv (the reliability
+diagram's bins before and after temperature scaling).
 """
 
 from handsigns.checkpoint import load_model
 from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import UserError, run_main
-from handsigns.evaluate import evaluate_split, gallery
+from handsigns.evaluate import calibrate, evaluate_split, gallery
 from handsigns.files import atomic_path, write_json
 from handsigns.params import load
 from handsigns.params.memory import MemoryParams
 from handsigns.params.recipe import RecipeParams
-from handsigns.paths import BEST, EVAL_DETAILS, EVAL_METRICS, INDEX
+from handsigns.paths import BEST, CALIBRATION, EVAL_DETAILS, EVAL_METRICS, INDEX
 
 
 def main() -> None:
@@ -23,27 +25,34 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError(f"{INDEX}/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results, per_class, predictions = {}, {}, {}
+    results, per_class, predictions, logprobs = {}, {}, {}, {}
     names = ("val", "test")
     budget = load(MemoryParams).budget_gb
     splits = dict(zip(names, load_splits(names, ckpt["model"]["image_size"], classes, budget, "evaluate"), strict=True))
     for name, split in splits.items():  # everything computed before anything is written
         if len(split) == 0:
             raise UserError(f"the {name} split is empty; check {INDEX}/{name}.csv (dvc repro split)")
-        results[name], per_class[name], predictions[name] = evaluate_split(
+        results[name], per_class[name], predictions[name], logprobs[name] = evaluate_split(
             model, split, classes, recipe.evaluate.batch_size
         )
-    for name in results:
-        for kind, table in (("per_class", per_class[name]), ("predictions", predictions[name])):
-            with atomic_path(EVAL_DETAILS / f"{kind}_{name}.csv") as tmp:
-                table.to_csv(tmp, index=False, lineterminator="\n")
+    calibrated, tables = calibrate(*((logprobs[n], splits[n].labels.numpy()) for n in names))
+    for name in names:
+        tables |= {f"per_class_{name}": per_class[name], f"predictions_{name}": predictions[name]}
         table = predictions[name]
         errors = int((table["actual"] != table["predicted"]).sum())
         print(
             f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
             f"macro-F1 {results[name]['macro_f1']:.4f}"
         )
+    print(
+        f"evaluate: test expected calibration error {results['test']['ece']:.4f}, {calibrated['test_ece']:.4f} "
+        f"at temperature {calibrated['temperature']:g} (fitted on val; predict applies it)"
+    )
+    for stem, table in tables.items():
+        with atomic_path(EVAL_DETAILS / f"{stem}.csv") as tmp:
+            table.to_csv(tmp, index=False, lineterminator="\n")
     gallery(predictions["test"], splits["test"].images, EVAL_DETAILS / "misclassified_test.png")
+    write_json(CALIBRATION, calibrated)
     write_json(EVAL_METRICS, results)
 
 

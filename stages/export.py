@@ -15,7 +15,7 @@ from handsigns.export import check_committed, export_verified
 from handsigns.files import sha256_file
 from handsigns.params import load
 from handsigns.params.memory import MemoryParams
-from handsigns.paths import BEST, EVAL_METRICS, INDEX, MODELS, ONNX
+from handsigns.paths import BEST, CALIBRATION, EVAL_METRICS, INDEX, MODELS, ONNX
 
 VERIFY_IMAGES = 1024  # the first test images (all of SIGNS's 120): parity holds or fails on a few hundred
 
@@ -32,15 +32,15 @@ def main(check_only: bool) -> None:
             f"(labels equal, max probability difference {check['max_probability_diff']:.1e})"
         )
         return
-    if not EVAL_METRICS.exists():
-        raise UserError(f"{EVAL_METRICS} not found; run the evaluate stage first (dvc repro evaluate)")
-    metrics = json.loads(EVAL_METRICS.read_text())
-    summary = {s: {k: metrics[s][k] for k in ("accuracy", "loss", "macro_f1")} for s in ("val", "test")}
+    for path in (EVAL_METRICS, CALIBRATION):
+        if not path.exists():
+            raise UserError(f"{path} not found; run the evaluate stage first (dvc repro evaluate)")
+    evaluation = {**json.loads(EVAL_METRICS.read_text()), "calibration": json.loads(CALIBRATION.read_text())}
     data = {
         "train_index_sha256": sha256_file(INDEX / "train.csv"),
         "test_index_sha256": sha256_file(INDEX / "test.csv"),
     }
-    check = export_verified(model, ckpt, size, pixels, summary, data, MODELS)
+    check = export_verified(model, ckpt, size, pixels, evaluation, data, MODELS)
     print(
         f"export: {ONNX} verified on {check['images']} test images "
         f"(labels equal, max probability difference {check['max_probability_diff']:.1e})"

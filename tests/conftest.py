@@ -290,7 +290,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
     from handsigns import checkpoint
     from handsigns.dataset import Split, decode_all
-    from handsigns.evaluate import evaluate_split
+    from handsigns.evaluate import calibrate, evaluate_split
     from handsigns.export import export_verified
     from handsigns.files import sha256_file
     from handsigns.params import build
@@ -320,9 +320,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     models = root / "models"
     fit(recipe, classes, train, test, best_path=models / "best.pt")
     module, ckpt = checkpoint.load_model(models / "best.pt")
-    metrics, _, predictions = evaluate_split(module, test, classes, 64)
+    metrics, _, predictions, logprobs = evaluate_split(module, test, classes, 64)
     (root / "metrics/eval").mkdir(parents=True)
     predictions.to_csv(root / "metrics/eval/predictions_test.csv", index=False, lineterminator="\n")
-    summary = {s: {k: metrics[k] for k in ("accuracy", "loss", "macro_f1")} for s in ("val", "test")}
-    export_verified(module, ckpt, size, test.images, summary, {}, models)
+    scored = (logprobs, test.labels.numpy())
+    evaluation = {"val": metrics, "test": metrics, "calibration": calibrate(scored, scored)[0]}
+    export_verified(module, ckpt, size, test.images, evaluation, {}, models)
     return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in picked.items()})

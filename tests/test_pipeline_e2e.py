@@ -72,7 +72,7 @@ def test_dvc_shows_the_headline_figures_only(repo):
         "metrics/runtime.json:train_images_per_s",
         "metrics/runtime.json:world_size",
         *(f"metrics/runtime.json:{k} (not a number)" for k in ("device", "device_name", "precision")),
-        *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss")),
+        *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss", "ece")),
     }
 
 

@@ -54,7 +54,7 @@ def test_train_writes_quality_speed_and_fingerprint_apart(project):
 def test_evaluate_metrics_are_exact_per_sample(project):
     metrics = json.loads((project / "metrics/eval.json").read_text())
     for split in ("val", "test"):
-        assert metrics[split].keys() == {"accuracy", "macro_f1", "loss"}  # the headline; counts live below
+        assert metrics[split].keys() == {"accuracy", "macro_f1", "loss", "ece"}  # the headline; counts live below
         table = pd.read_csv(project / f"metrics/eval/predictions_{split}.csv", dtype=str)
         index = pd.read_csv(project / f"data/index/{split}.csv")
         assert len(table) == len(index)
@@ -70,7 +70,17 @@ def test_evaluate_metrics_are_exact_per_sample(project):
             == (hits / table["actual"].value_counts()).round(6)[per_class["class"]].tolist()
         )
         assert metrics[split]["macro_f1"] == round(per_class["f1"].mean(), 6)
+        # ECE again from the table: top probability and right/wrong per image, 15 equal-width bins
+        confidence = table["probability"].astype(float).to_numpy()
+        right = (table["actual"] == table["predicted"]).to_numpy()
+        bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
+        gaps = [abs(right[bins == b].sum() - confidence[bins == b].sum()) for b in range(15)]
+        assert metrics[split]["ece"] == pytest.approx(sum(gaps) / len(table), abs=1e-5)
     assert (project / "metrics/eval/misclassified_test.png").stat().st_size > 0
+    calibrated = json.loads((project / "metrics/eval/calibration.json").read_text())
+    card = json.loads((project / "models/model.json").read_text())["calibration"]
+    assert card["temperature"] == calibrated["temperature"] > 0
+    assert (card["test_ece_before"], card["test_ece_after"]) == (metrics["test"]["ece"], calibrated["test_ece"])
 
 
 def test_same_params_give_byte_identical_metrics(project, tmp_path):

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from handsigns import calibration
 from handsigns.checkpoint import score
 from handsigns.dataset import Split
 from handsigns.files import atomic_path
@@ -18,15 +19,16 @@ from handsigns.model import Classifier
 
 def evaluate_split(
     model: Classifier, split: Split, classes: list[str], batch_size: int
-) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """(headline metrics, per-class table, per-image predictions) of ``model`` on ``split``, scored on the CPU
-    in fp32 through the exported model's own forward (uint8 pixels in)."""
+) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(headline metrics, per-class table, per-image predictions, log-probabilities) of ``model`` on ``split``,
+    scored on the CPU in fp32 through the exported model's own forward (uint8 pixels in)."""
     logprobs = score(model, split.images, batch_size)
     loss = F.nll_loss(logprobs, split.labels, reduction="sum").item() / max(len(split), 1)
     probs = logprobs.exp()
     preds = probs.argmax(1)
     labels = split.labels.numpy()
     metrics, per_class = report(labels, preds.numpy(), classes, loss)
+    metrics["ece"] = calibration.ece(probs.numpy(), labels)
     table = pd.DataFrame(
         {
             "path": split.paths,
@@ -35,7 +37,23 @@ def evaluate_split(
             "probability": probs.max(1).values.numpy().round(6),
         }
     )
-    return metrics, per_class, table
+    return metrics, per_class, table, logprobs.numpy()
+
+
+def calibrate(
+    val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Temperature scaling fitted on ``val`` (log-probabilities, labels), judged on ``test``: the summary for
+    metrics/eval.json (the temperature, test ECE after it) and the reliability tables of test before and after."""
+    temperature = calibration.fit_temperature(*val)
+    logprobs, labels = test
+    before, after = np.exp(logprobs), np.exp(calibration.scale(logprobs, temperature))
+    summary = {"temperature": temperature, "test_ece": calibration.ece(after, labels)}
+    tables = {
+        "reliability_test": calibration.reliability(before, labels),
+        "reliability_test_calibrated": calibration.reliability(after, labels),
+    }
+    return summary, tables
 
 
 def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> None:

@@ -120,9 +120,15 @@ def check_committed(module: Classifier, classes: list[str], pixels: torch.Tensor
     return verify(module, ONNX, pixels)
 
 
-def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: dict) -> dict:
+HEADLINE = ("accuracy", "loss", "macro_f1", "ece")  # of metrics/eval.json's val and test, into the card
+
+
+def model_card(ckpt: dict, image_size: int, evaluation: dict, data: dict, check: dict) -> dict:
+    """The card: what the model takes and gives, how it was made, and ``evaluation``'s headline figures
+    (metrics/eval.json) and temperature (under ``calibration``: metrics/eval/calibration.json)."""
     import onnxruntime
 
+    calibration = evaluation["calibration"]
     return {
         "name": "handsigns",
         "task": "image classification",
@@ -137,13 +143,22 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: di
             "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)",
         },
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax"},
+        # Temperature scaling, fitted on val by the evaluate stage; the ONNX output is the model's own softmax p,
+        # and handsigns' Predictor reports softmax(log p / temperature): the same labels, honest confidences.
+        "calibration": {
+            "temperature": calibration["temperature"],
+            "apply": "softmax(log(probabilities) / temperature)",
+            "fitted_on": "val",
+            "test_ece_before": evaluation["test"]["ece"],
+            "test_ece_after": calibration["test_ece"],
+        },
         "image_size": image_size,
         "normalisation": ckpt["normalisation"],
         "normalisation_inside_model": True,
         "architecture": ckpt["model"],
         "start": ckpt.get("start"),  # the starting weights (model.weights / train.init_from) and their sha256
         "best_epoch": ckpt["epoch"],
-        "metrics": metrics,
+        "metrics": {s: {k: evaluation[s][k] for k in HEADLINE} for s in ("val", "test")},
         "data": data,
         "params": ckpt["params"],
         "export_check": check,
@@ -158,7 +173,13 @@ def model_card(ckpt: dict, image_size: int, metrics: dict, data: dict, check: di
 
 
 def export_verified(
-    module: Classifier, ckpt: dict, image_size: int, test_pixels: torch.Tensor, metrics: dict, data: dict, out_dir: Path
+    module: Classifier,
+    ckpt: dict,
+    image_size: int,
+    test_pixels: torch.Tensor,
+    evaluation: dict,
+    data: dict,
+    out_dir: Path,
 ) -> dict:
     """Write model.safetensors, model.onnx and model.json into ``out_dir`` only once ONNX Runtime agrees
     with PyTorch on ``test_pixels``; a failed check leaves the previous export untouched."""
@@ -168,7 +189,7 @@ def export_verified(
         save_safetensors(module, staging / SAFETENSORS.name, {"classes": ckpt["classes"], "image_size": image_size})
         save_onnx(module, image_size, staging / ONNX.name)
         check = verify(module, staging / ONNX.name, test_pixels)
-        write_json(staging / CARD.name, model_card(ckpt, image_size, metrics, data, check))
+        write_json(staging / CARD.name, model_card(ckpt, image_size, evaluation, data, check))
         for name in (SAFETENSORS.name, ONNX.name, CARD.name):  # the card last: it vouches for the rest
             os.replace(staging / name, out_dir / name)
     finally:

@@ -32,7 +32,8 @@ RESUME = Path("models/.resume/train.pt")
 
 # evaluate
 EVAL_METRICS = Path("metrics/eval.json")  # headline: val/test accuracy, macro-F1, loss
-EVAL_DETAILS = Path("metrics/eval")  # per-class and per-image tables, the misclassified gallery
+EVAL_DETAILS = Path("metrics/eval")  # per-class and per-image tables, the misclassified gallery, reliability
+CALIBRATION = EVAL_DETAILS / "calibration.json"  # the temperature fitted on val; the export stage puts it in the card
 
 # export
 MODELS = Path("models")

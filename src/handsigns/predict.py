@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from handsigns import calibration
 from handsigns.errors import UserError
 from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, fit, is_image_name, load_rgb
 from handsigns.paths import ONNX
@@ -43,7 +44,11 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, model_path: str | os.PathLike[str] = ONNX) -> None:
+    """The exported model with its card. Probabilities are calibrated: temperature-scaled by the card's
+    temperature (fitted on val by the evaluate stage); ``calibrated=False`` gives the network's own softmax.
+    Labels are the same either way."""
+
+    def __init__(self, model_path: str | os.PathLike[str] = ONNX, *, calibrated: bool = True) -> None:
         import onnxruntime as ort
 
         model_path = Path(model_path)
@@ -59,6 +64,8 @@ class Predictor:
             self.image_size: int = int(card["image_size"])
             self.input_name: str = card["input"]["name"]
             self.output_name: str = card["output"]["name"]
+            # A card from before calibration has none: its probabilities are the network's own.
+            self.temperature: float = float(card.get("calibration", {}).get("temperature", 1.0)) if calibrated else 1.0
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(
                 f"{card_path} is not a handsigns model card ({type(exc).__name__}: {exc}); "
@@ -86,9 +93,13 @@ class Predictor:
             )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities."""
+        """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities, at the card's
+        temperature."""
         batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        probs = self.session.run([self.output_name], {self.input_name: batch})[0]
+        if self.temperature == 1.0:
+            return probs
+        return np.exp(calibration.scale(calibration.log_of(probs), self.temperature))
 
     def predictions(self, pixels: np.ndarray) -> list[Prediction]:
         """``pixels``: N x S x S x 3 uint8 (as :meth:`pixels` gives) -> one :class:`Prediction` each: the one
