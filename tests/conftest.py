@@ -278,14 +278,14 @@ class TinyModel:
         return self.root / "models/model.json"
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """Some exported model, for every test that needs one but not a particular one (predict, serve, starting
-    weights): trained once a session, in process (seconds, no stage subprocesses), with the TINY recipe (16 px,
-    2 epochs) on every 20th train and every 10th test photo of the shipped SIGNS zip (54 + 12, six classes),
-    the test photos standing in for val; then scored by evaluate's code and exported by the export stage's
-    (``export_verified``: ONNX Runtime checked against PyTorch on the test photos). Shared: read it, never
-    change it; a test that edits a file copies it first."""
+def train_and_export(
+    root: Path, classes: list[str], files: dict[str, list[str]], recipe: dict[str, Any] | None = None
+) -> TinyModel:
+    """Train in process (seconds, no stage subprocesses) on ``files["train"]`` (paths under ``root``/data/raw,
+    each labelled by its class folder or, SIGNS-style, its name's first character), ``files["test"]``
+    standing in for val; then score with evaluate's code and export with the export stage's
+    (``export_verified``: ONNX Runtime checked against PyTorch on the test images). ``recipe``: TINY's keys
+    overridden (nested dicts merged)."""
     import torch
 
     from handsigns import checkpoint
@@ -297,28 +297,26 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     from handsigns.params.recipe import RecipeParams
     from handsigns.train import fit
 
-    root = tmp_path_factory.mktemp("tiny-model")
     raw = root / "data/raw"
-    with zipfile.ZipFile(SIGNS_ZIP) as zf:
-        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
-        picked = {
-            s: [n for n in names if f"/{s}_signs/" in n][:: 20 if s == "train" else 10] for s in ("train", "test")
-        }
-        for name in picked["train"] + picked["test"]:
-            zf.extract(name, raw)
-    classes = list("012345")  # SIGNS names each photo by its class: 64x64_SIGNS/test_signs/0_IMG_5942.jpg
-    recipe = build(RecipeParams, TINY)
-    size = recipe.model.image_size
+    knobs = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    for key, value in (recipe or {}).items():
+        knobs[key] = {**knobs[key], **value} if isinstance(value, dict) else value
+    recipe_params = build(RecipeParams, knobs)
+    size = recipe_params.model.image_size
 
-    def split(name: str, files: list[str]) -> Split:
-        labels = torch.tensor([classes.index(Path(f).name[0]) for f in files])
+    def label(f: str) -> int:
+        parent = Path(f).parent.name
+        return classes.index(parent if parent in classes else Path(f).name[0])
+
+    def split(name: str, names: list[str]) -> Split:
+        labels = torch.tensor([label(f) for f in names])
         return Split(
-            name, decode_all([raw / f for f in files], size), labels, files, [sha256_file(raw / f) for f in files]
+            name, decode_all([raw / f for f in names], size), labels, names, [sha256_file(raw / f) for f in names]
         )
 
-    train, test = split("train", picked["train"]), split("test", picked["test"])
+    train, test = split("train", files["train"]), split("test", files["test"])
     models = root / "models"
-    fit(recipe, classes, train, test, best_path=models / "best.pt")
+    fit(recipe_params, classes, train, test, best_path=models / "best.pt")
     module, ckpt = checkpoint.load_model(models / "best.pt")
     metrics, _, predictions, logprobs = evaluate_split(module, test, classes, 64)
     (root / "metrics/eval").mkdir(parents=True)
@@ -326,4 +324,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     scored = (logprobs, test.labels.numpy())
     evaluation = {"val": metrics, "test": metrics, "calibration": calibrate(scored, scored)[0]}
     export_verified(module, ckpt, size, test.images, evaluation, {}, models)
-    return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in picked.items()})
+    return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in files.items()})
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """Some exported model, for every test that needs one but not a particular one (predict, serve, starting
+    weights): :func:`train_and_export` with the TINY recipe (16 px, 2 epochs) on every 20th train and every
+    10th test photo of the shipped SIGNS zip (54 + 12, six classes). Shared: read it, never change it; a test
+    that edits a file copies it first."""
+    root = tmp_path_factory.mktemp("tiny-model")
+    with zipfile.ZipFile(SIGNS_ZIP) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
+        picked = {
+            s: [n for n in names if f"/{s}_signs/" in n][:: 20 if s == "train" else 10] for s in ("train", "test")
+        }
+        for name in picked["train"] + picked["test"]:
+            zf.extract(name, root / "data/raw")
+    return train_and_export(root, list("012345"), picked)

@@ -14,7 +14,7 @@ from handsigns.paths import ONNX
 def _predict(args: argparse.Namespace) -> int:
     from handsigns.predict import run
 
-    return run(args.paths, Path(args.model), args.top_k, args.json)
+    return run(args.paths, Path(args.model), args.top_k, args.json, explain=args.explain and Path(args.explain))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -81,6 +81,11 @@ def _add_predict(sub) -> None:
     )
     pr.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most likely labels")
     pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probability")
+    pr.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also write, per image, DIR/<its path>.png: the image beside its occlusion map (where the model looks)",
+    )
     pr.set_defaults(func=_predict)
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from handsigns import calibration
 from handsigns.errors import UserError
+from handsigns.files import atomic_path
 from handsigns.imaging import DECODE_ERRORS, ImageTooLarge, fit, is_image_name, load_rgb
 from handsigns.paths import ONNX
 
@@ -95,11 +96,19 @@ class Predictor:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities, at the card's
         temperature."""
-        batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
-        probs = self.session.run([self.output_name], {self.input_name: batch})[0]
+        probs = self._network(pixels)
         if self.temperature == 1.0:
             return probs
         return np.exp(calibration.scale(calibration.log_of(probs), self.temperature))
+
+    def log_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """As :meth:`probabilities`, in float64 logs: no saturation at 1 for a confident model."""
+        return calibration.scale(calibration.log_of(self._network(pixels)), self.temperature)
+
+    def _network(self, pixels: np.ndarray) -> np.ndarray:
+        """The ONNX model's own output: N x classes softmax probabilities (float32)."""
+        batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def predictions(self, pixels: np.ndarray) -> list[Prediction]:
         """``pixels``: N x S x S x 3 uint8 (as :meth:`pixels` gives) -> one :class:`Prediction` each: the one
@@ -137,6 +146,21 @@ class Predictor:
             out += self.predictions(np.stack([self.pixels(i) for i in items[start : start + BATCH]]))
         return out if many else out[0]
 
+    def explain(self, image: Any) -> tuple[Prediction, np.ndarray]:
+        """One image's prediction and where the model looked for it: its occlusion map
+        (:func:`handsigns.saliency.occlusion`), S x S in [0, 1]; :func:`handsigns.saliency.overlay` draws it."""
+        from handsigns.saliency import occlusion
+
+        pixels = self.pixels(image)
+        heat, _ = occlusion(self, pixels)
+        return self.predictions(pixels[None])[0], heat
+
+
+def explained_name(path: str) -> str:
+    """The overlay's file name for image ``path``: its path with the folders joined by "__" (unique per image)."""
+    parts = [p for p in Path(path).with_suffix("").parts if p not in ("/", "..", ".")]
+    return "__".join(parts) + ".png"
+
 
 def expand(paths: list[str]) -> Iterator[tuple[str, bool]]:
     """Files as given; folders expanded (recursively, sorted) to their image files. Yields (path, exists)."""
@@ -151,8 +175,20 @@ def expand(paths: list[str]) -> Iterator[tuple[str, bool]]:
             yield p, path.is_file()
 
 
-def run(paths: list[str], model: Path, top_k: int, as_json: bool, out=sys.stdout, err=sys.stderr) -> int:
+def run(
+    paths: list[str],
+    model: Path,
+    top_k: int,
+    as_json: bool,
+    out=sys.stdout,
+    err=sys.stderr,
+    explain: Path | None = None,
+) -> int:
     predictor = Predictor(model)
+    if explain is not None:
+        from handsigns.saliency import occlusion, overlay
+
+        explain.mkdir(parents=True, exist_ok=True)
     k = max(1, min(top_k, len(predictor.classes)))
     failures = 0
     pending: list[tuple[str, np.ndarray]] = []
@@ -161,8 +197,12 @@ def run(paths: list[str], model: Path, top_k: int, as_json: bool, out=sys.stdout
         if not pending:
             return
         found = predictor.predictions(np.stack([a for _, a in pending]))
-        for (path, _), prediction in zip(pending, found, strict=True):
+        for (path, pixels), prediction in zip(pending, found, strict=True):
             top = prediction.top(k)
+            if explain is not None:
+                heat, _ = occlusion(predictor, pixels)
+                with atomic_path(explain / explained_name(path)) as tmp:
+                    overlay(pixels, heat).save(tmp, format="PNG")
             if as_json:
                 record = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
                 if k > 1:
