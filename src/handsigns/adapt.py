@@ -4,15 +4,17 @@ The step budget gives a small training set as many optimiser steps as a large on
 seen many more times: 20 passes over SIGNS' 800 images, 195 over 80 of them. Seen that often, a few dozen
 images per class are learnt by heart (train accuracy 1.0, val stalled and its loss rising). So every knob set
 to ``auto`` in params.yaml is decided by the train stage from how far the step budget raised the epochs:
-strength 0 when it did not raise them (the recipe as tuned), 1 when it raised them :data:`FULL_RAISE`-fold or
-more, on a log scale between. Each knob moves from its value at strength 0 to its value at strength 1 (weight
+strength 0 when it raised them less than :data:`ONSET_RAISE`-fold (the recipe as tuned), 1 when it raised them
+:data:`FULL_RAISE`-fold or more, on a log scale between. Each knob moves from its value at strength 0 to its value at strength 1 (weight
 decay on a log scale). A number in params.yaml pins a knob; what the ``auto`` knobs became is printed by the
 train stage and recorded in the run (the strength in ``metrics/train.json``, the values in the checkpoint's
 params and so the model card).
 
 Why passes and not images per class: 572 images of 26 letters (22 a class) get 28 passes, and the full
 strength, chosen on 80 SIGNS images (195 passes), made them underfit (test 0.12 against 0.74); the step budget
-is what makes a small set overfit. What each knob bought, over sets and seeds: docs/generality.md.
+is what makes a small set overfit. And even a little of it (strength 0.15 at 28 passes) cost the letters 0.11
+(0.846 -> 0.735 over seeds 0-2) while nothing measured below 2x overfits: hence the onset. What each knob
+bought, over sets and seeds: docs/generality.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from handsigns.dataset import batch_bounds
 from handsigns.params import AUTO
 from handsigns.params.recipe import RecipeParams
 
-FULL_RAISE = 10  # the step budget raising the epochs this many times over or more: strength 1
+ONSET_RAISE = 2  # the step budget raising the epochs less than this many times over: strength 0
+FULL_RAISE = 10  # this many times over or more: strength 1
 
 # Each auto knob's value at strength 0 (the recipe as tuned on SIGNS, whose epochs the step budget does not
 # raise) and at strength 1, chosen on SIGNS at 10 % (80 images, 195 passes): test 0.82 -> 0.86 on seed 0
@@ -51,7 +54,8 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
 def strength(recipe: RecipeParams, train_images: int) -> float:
     """0 to 1: how much the step budget raises ``recipe.epochs`` for ``train_images`` (:func:`plan_epochs`)."""
     epochs, _ = plan_epochs(recipe, train_images)
-    return min(max(math.log(epochs / recipe.epochs) / math.log(FULL_RAISE), 0.0), 1.0)
+    raised = math.log(epochs / recipe.epochs / ONSET_RAISE) / math.log(FULL_RAISE / ONSET_RAISE)
+    return min(max(raised, 0.0), 1.0)
 
 
 def value(knob: str, s: float) -> float:
