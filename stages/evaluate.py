@@ -3,15 +3,16 @@
 Outputs: metrics/eval.json (the headline: val/test accuracy, macro-F1, loss, expected calibration error) and
 metrics/eval/: calibration.json (the temperature fitted on val, test's ECE after it),
 per_class_{val,test}.csv (precision, recall, F1, support per class; drives the per-class F1 plot),
-predictions_{val,test}.csv (per image: actual, predicted, probability; drives the confusion matrices) and
-misclassified_test.png (a gallery of the test errors) and reliability_test{,_calibrated}.csv (the reliability
-diagram's bins before and after temperature scaling).
+predictions_{val,test}.csv (per image: actual, predicted, probability; drives the confusion matrices),
+reliability_test{,_calibrated}.csv (the reliability diagram's bins before and after temperature scaling),
+misclassified_test.png (a gallery of the test errors) and explained_test.png (of right ones, two a class),
+each image beside its occlusion map (where the model looked).
 """
 
 from handsigns.checkpoint import load_model
 from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import UserError, run_main
-from handsigns.evaluate import calibrate, evaluate_split, gallery
+from handsigns.evaluate import SAMPLE_PER_CLASS, TorchScorer, calibrate, evaluate_split, explained_rows, gallery
 from handsigns.files import atomic_path, write_json
 from handsigns.params import load
 from handsigns.params.memory import MemoryParams
@@ -51,7 +52,24 @@ def main() -> None:
     for stem, table in tables.items():
         with atomic_path(EVAL_DETAILS / f"{stem}.csv") as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")
-    gallery(predictions["test"], splits["test"].images, EVAL_DETAILS / "misclassified_test.png")
+    test, scorer = predictions["test"], TorchScorer(model, recipe.evaluate.batch_size)
+    shown = explained_rows(test)
+    gallery(
+        test,
+        splits["test"].images,
+        shown["misclassified"],
+        EVAL_DETAILS / "misclassified_test.png",
+        f"misclassified test images: {len(shown['misclassified'])} of {len(test)} (beside: where the model looked)",
+        scorer,
+    )
+    gallery(
+        test,
+        splits["test"].images,
+        shown["correct"],
+        EVAL_DETAILS / "explained_test.png",
+        f"where the model looks: the first {SAMPLE_PER_CLASS} right test images of each class",
+        scorer,
+    )
     write_json(CALIBRATION, calibrated)
     write_json(EVAL_METRICS, results)
 

@@ -136,6 +136,11 @@ def test_the_page_in_a_real_browser_labels_a_signs_photo_and_shows_a_bad_upload(
         shown = (page.inner_text("#label"), page.inner_text("#probability"))
         assert shown == (expected.label, f"{100 * expected.probability:.1f}%")
         assert len(page.query_selector_all("#top li")) == 3
+        # the map: loaded, the model's input size, and not the input itself (it is drawn over it)
+        size = Predictor(model).image_size
+        sizes = page.eval_on_selector_all("#seen, #looks", "imgs => imgs.map(i => [i.naturalWidth, i.complete])")
+        assert sizes == [[size, True], [size, True]]
+        assert page.get_attribute("#looks", "src") != page.get_attribute("#seen", "src")
         print(f"\npage: {photo.name} -> {shown[0]} {shown[1]}")
         (tmp_path / "notes.jpg").write_text("not a photo")
         page.set_input_files("#file", str(tmp_path / "notes.jpg"))

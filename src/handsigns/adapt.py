@@ -5,10 +5,10 @@ seen many more times: 20 passes over SIGNS' 800 images, 195 over 80 of them. See
 images per class are learnt by heart (train accuracy 1.0, val stalled and its loss rising). So every knob set
 to ``auto`` in params.yaml is decided by the train stage from how far the step budget raised the epochs:
 strength 0 when it raised them less than :data:`ONSET_RAISE`-fold (the recipe as tuned), 1 when it raised them
-:data:`FULL_RAISE`-fold or more, on a log scale between. Each knob moves from its value at strength 0 to its value at strength 1 (weight
-decay on a log scale). A number in params.yaml pins a knob; what the ``auto`` knobs became is printed by the
-train stage and recorded in the run (the strength in ``metrics/train.json``, the values in the checkpoint's
-params and so the model card).
+:data:`FULL_RAISE`-fold or more, on a log scale between. Each knob moves from its value at strength 0 to its
+value at strength 1 (weight decay on a log scale). A number in params.yaml pins a knob; what the ``auto`` knobs
+became is printed by the train stage and recorded in the run (the strength in ``metrics/train.json``, the
+values in the checkpoint's params and so the model card).
 
 Why passes and not images per class: 572 images of 26 letters (22 a class) get 28 passes, and the full
 strength, chosen on 80 SIGNS images (195 passes), made them underfit (test 0.12 against 0.74); the step budget

@@ -56,8 +56,36 @@ def calibrate(
     return summary, tables
 
 
-def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int = 6) -> None:
-    """Write a PNG grid of the misclassified images (true / predicted / probability).
+MAPPED = 60  # images per gallery that get an occlusion map (225 forward passes each at 64 px)
+SAMPLE_PER_CLASS = 2  # correct test images per class in the "where it looks" gallery
+
+
+class TorchScorer:
+    """The trained network as :func:`handsigns.saliency.occlusion` scores images: S x S x 3 uint8 in,
+    float64 log-probabilities out (the network's own; the map is the same shape at any temperature)."""
+
+    def __init__(self, model: Classifier, batch_size: int) -> None:
+        self.model, self.batch_size = model, batch_size
+
+    def log_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+        return score(self.model, batch, self.batch_size).double().numpy()
+
+
+def explained_rows(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Which rows of ``table`` each gallery shows: every misclassified image, and the first correct ones of
+    each class (:data:`SAMPLE_PER_CLASS`)."""
+    right = (table["actual"] == table["predicted"]).to_numpy()
+    sample = table[right].groupby("actual", sort=False).head(SAMPLE_PER_CLASS).index.to_numpy()
+    return {"misclassified": np.flatnonzero(~right), "correct": np.sort(sample)}
+
+
+def gallery(
+    table: pd.DataFrame, images: torch.Tensor, rows: np.ndarray, path: Path, title: str, scorer=None, columns: int = 6
+) -> None:
+    """Write a PNG grid of ``table``'s ``rows`` (true / predicted / probability), each image beside its
+    occlusion map (:mod:`handsigns.saliency`: where ``scorer`` looked for its prediction) for the first
+    :data:`MAPPED`; without ``scorer``, the images alone.
 
     ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: nothing is
     decoded again."""
@@ -66,20 +94,28 @@ def gallery(table: pd.DataFrame, images: torch.Tensor, path: Path, columns: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wrong_rows = np.flatnonzero((table["actual"] != table["predicted"]).to_numpy())
-    wrong = table.iloc[wrong_rows].reset_index(drop=True)
-    n = len(wrong)
-    rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.8, rows * 2.0 + 0.4), squeeze=False)
+    from handsigns.saliency import occlusion, overlay
+
+    shown = table.iloc[rows].reset_index(drop=True)
+    n = len(shown)
+    wide = 2 if scorer is not None else 1
+    columns = max(1, columns // wide)
+    grid = max(1, -(-n // columns))
+    fig, axes = plt.subplots(grid, columns, figsize=(columns * 1.8 * wide, grid * 2.0 + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, row in wrong.iterrows():
-        ax = axes.flat[i]
-        ax.imshow(images[wrong_rows[i]].permute(1, 2, 0).numpy())
-        ax.set_title(
-            f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}", fontsize=8, color="darkred"
+    for i, row in shown.iterrows():
+        pixels = images[rows[i]].permute(1, 2, 0).numpy()
+        if scorer is not None and i < MAPPED:
+            pixels = np.asarray(overlay(pixels, occlusion(scorer, pixels)[0], scale=1))
+        wrong = row["actual"] != row["predicted"]
+        axes.flat[i].imshow(pixels)
+        axes.flat[i].set_title(
+            f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}",
+            fontsize=8,
+            color="darkred" if wrong else "darkgreen",
         )
-    fig.suptitle(f"misclassified test images: {n} of {len(table)}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})

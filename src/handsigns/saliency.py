@@ -62,13 +62,17 @@ def occlusion(predictor: Scorer, pixels: np.ndarray, target: int | None = None) 
     return (heat / top if top > 0 else heat), target
 
 
-def overlay(pixels: np.ndarray, heat: np.ndarray, scale: int = 4) -> Image.Image:
-    """The image and the image under its map (transparent to red to yellow), side by side, ``scale`` times
-    enlarged (nearest: the pixels the model saw)."""
+def heatmap(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """``pixels`` under their map (transparent where 0, through red to yellow at 1): S x S x 3 uint8."""
     h = heat[..., None]
     hot = np.concatenate([np.clip(2 * h, 0, 1), np.clip(2 * h - 1, 0, 1), np.zeros_like(h)], axis=2) * 255
     alpha = 0.65 * h
-    mixed = (pixels * (1 - alpha) + hot * alpha).round().astype(np.uint8)
-    pair = np.concatenate([pixels, np.full((pixels.shape[0], 2, 3), 255, np.uint8), mixed], axis=1)
-    image = Image.fromarray(pair)
+    return (pixels * (1 - alpha) + hot * alpha).round().astype(np.uint8)
+
+
+def overlay(pixels: np.ndarray, heat: np.ndarray, scale: int = 4) -> Image.Image:
+    """The image and the image under its map (:func:`heatmap`), side by side, ``scale`` times enlarged
+    (nearest: the pixels the model saw)."""
+    gap = np.full((pixels.shape[0], 2, 3), 255, np.uint8)
+    image = Image.fromarray(np.concatenate([pixels, gap, heatmap(pixels, heat)], axis=1))
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

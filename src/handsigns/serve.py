@@ -19,11 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from handsigns.errors import UserError
 from handsigns.imaging import DECODE_ERRORS, ImageTooLarge
 from handsigns.predict import Predictor
+from handsigns.saliency import heatmap
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes: a phone photo is 2-10 MB
 TOP = 3
@@ -50,20 +52,26 @@ def facts(predictor: Predictor, model: Path) -> dict:
 
 
 def label(predictor: Predictor, data: bytes) -> dict:
-    """The answer to one upload: top labels with probabilities, every probability, and the image as the model
-    sees it (a PNG, base64). Decoded and labelled as `handsigns predict` does (``Predictor.pixels`` and
+    """The answer to one upload: top labels with probabilities, every probability, the image as the model
+    sees it and where it looked (PNGs, base64). Decoded and labelled as `handsigns predict` does (``Predictor.pixels`` and
     ``Predictor.predictions``); raises a decode error for what is not an image."""
     pixels = predictor.pixels(data)
-    (prediction,) = predictor.predictions(pixels[None])
-    seen = io.BytesIO()
-    Image.fromarray(pixels).save(seen, format="PNG")
+    prediction, heat = predictor.explain(pixels)
     return {
         "label": prediction.label,
         "probability": prediction.probability,
         "top": [{"label": c, "probability": p} for c, p in prediction.top(TOP)],
         "probabilities": prediction.probabilities,
-        "model_input": "data:image/png;base64," + base64.b64encode(seen.getvalue()).decode(),
+        "model_input": png_url(pixels),
+        "looks": png_url(heatmap(pixels, heat)),  # where the model looked: its occlusion map over the input
     }
+
+
+def png_url(pixels: np.ndarray) -> str:
+    """An S x S x 3 uint8 image as a PNG data URL."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -15,6 +15,7 @@ function percent(p) {
 function showAnswer(answer) {
   $("error").hidden = true;
   $("seen").src = answer.model_input;
+  $("looks").src = answer.looks;
   $("label").textContent = answer.label;
   $("probability").textContent = percent(answer.probability);
   const top = $("top");
