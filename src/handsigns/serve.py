@@ -53,8 +53,8 @@ def facts(predictor: Predictor, model: Path) -> dict:
 
 def label(predictor: Predictor, data: bytes) -> dict:
     """The answer to one upload: top labels with probabilities, every probability, the image as the model
-    sees it and where it looked (PNGs, base64). Decoded and labelled as `handsigns predict` does (``Predictor.pixels`` and
-    ``Predictor.predictions``); raises a decode error for what is not an image."""
+    sees it and where it looked (PNGs, base64). Decoded and labelled as `handsigns predict` does
+    (``Predictor.pixels``, ``Predictor.explain``); raises a decode error for what is not an image."""
     pixels = predictor.pixels(data)
     prediction, heat = predictor.explain(pixels)
     return {
