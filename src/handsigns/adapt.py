@@ -93,6 +93,6 @@ def describe(decided: dict[str, float], recipe: RecipeParams, train_images: int)
     knobs = ", ".join(f"{k} {v:g}" for k, v in decided.items() if k != "strength")
     return (
         f"train: {train_images} images, {epochs} epochs for train.min_steps: regularisation strength "
-        f"{decided['strength']:.2f} (0 when the epochs are not raised, 1 at {FULL_RAISE}x): {knobs} (auto in "
+        f"{decided['strength']:.2f} (0 below {ONSET_RAISE}x the epochs asked, 1 at {FULL_RAISE}x): {knobs} (auto in "
         "params.yaml; a number pins one)"
     )

@@ -17,6 +17,12 @@ def _predict(args: argparse.Namespace) -> int:
     return run(args.paths, Path(args.model), args.top_k, args.json, explain=args.explain and Path(args.explain))
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from handsigns.audit import run
+
+    return run(args.folds, args.top, Path(args.out))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from handsigns.serve import run
 
@@ -104,6 +110,21 @@ def _add_serve(sub) -> None:
     host = "address to listen on (default: %(default)s, this machine only; another exposes the page to the network, "
     sv.add_argument("--host", default="127.0.0.1", help=host + "with a warning)")
     sv.set_defaults(func=_serve)
+
+
+def _add_audit(sub) -> None:
+    au = sub.add_parser(
+        "audit",
+        help="rank the images whose given label the model most doubts (confident learning; trains --folds models)",
+        description="Score every train and val image with a model trained without it (stratified folds, the "
+        "params.yaml recipe) and every test image with models/best.pt, then rank them by how much the model "
+        "doubts the given label (cleanlab). Writes a CSV of every image, most doubtful first, and a gallery of "
+        "the first --top. Run it in the project after `dvc repro`; it is not a stage.",
+    )
+    au.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    au.add_argument("--top", type=int, default=30, help="images in the gallery (default: %(default)s)")
+    au.add_argument("--out", default="reports/audit", help="folder to write to (default: %(default)s)")
+    au.set_defaults(func=_audit)
 
 
 def _add_compare(sub) -> None:
@@ -197,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="handsigns", description="SIGNS hand-sign classifier pipeline tools")
     p.add_argument("--version", action="version", version=f"handsigns {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_predict, _add_serve, _add_compare, _add_gate, _add_remote, _add_pull):
+    for add in (_add_predict, _add_serve, _add_audit, _add_compare, _add_gate, _add_remote, _add_pull):
         add(sub)
     return p
 

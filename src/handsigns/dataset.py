@@ -78,6 +78,32 @@ class Split:
         return isinstance(self.images, StreamedImages)
 
 
+def take(split: Split, rows: np.ndarray, name: str) -> Split:
+    """The images of ``split`` at ``rows``, as a split called ``name`` (streamed stays streamed)."""
+    rows = np.asarray(rows, dtype=int)
+    images = (
+        StreamedImages([split.images.paths[i] for i in rows], split.images.image_size)
+        if split.streamed
+        else split.images[torch.from_numpy(rows)]
+    )
+    return Split(
+        name,
+        images,
+        split.labels[torch.from_numpy(rows)],
+        [split.paths[i] for i in rows],
+        [split.sha256[i] for i in rows],
+    )
+
+
+def join(a: Split, b: Split, name: str) -> Split:
+    """``a``'s images then ``b``'s, as one split (both in memory or both streamed, as load_splits gives)."""
+    if a.streamed:
+        images = StreamedImages(a.images.paths + b.images.paths, a.images.image_size)
+    else:
+        images = torch.cat([a.images, b.images])
+    return Split(name, images, torch.cat([a.labels, b.labels]), a.paths + b.paths, a.sha256 + b.sha256)
+
+
 def read_classes(index_dir: Path = INDEX) -> list[str]:
     path = index_dir / "classes.json"
     if not path.exists():

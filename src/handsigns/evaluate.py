@@ -80,12 +80,28 @@ def explained_rows(table: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"misclassified": np.flatnonzero(~right), "correct": np.sort(sample)}
 
 
+def caption(row: pd.Series) -> tuple[str, str]:
+    """A gallery image's title and its colour: true / predicted / probability, red when wrong."""
+    wrong = row["actual"] != row["predicted"]
+    return (
+        f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}",
+        "darkred" if wrong else "darkgreen",
+    )
+
+
 def gallery(
-    table: pd.DataFrame, images: torch.Tensor, rows: np.ndarray, path: Path, title: str, scorer=None, columns: int = 6
+    table: pd.DataFrame,
+    images: torch.Tensor,
+    rows: np.ndarray,
+    path: Path,
+    title: str,
+    scorer=None,
+    columns: int = 6,
+    caption=caption,
 ) -> None:
-    """Write a PNG grid of ``table``'s ``rows`` (true / predicted / probability), each image beside its
-    occlusion map (:mod:`handsigns.saliency`: where ``scorer`` looked for its prediction) for the first
-    :data:`MAPPED`; without ``scorer``, the images alone.
+    """Write a PNG grid of ``table``'s ``rows`` (titled by ``caption``), each image beside its occlusion map
+    (:mod:`handsigns.saliency`: where ``scorer`` looked for its prediction) for the first :data:`MAPPED`;
+    without ``scorer``, the images alone.
 
     ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: nothing is
     decoded again."""
@@ -108,13 +124,9 @@ def gallery(
         pixels = images[rows[i]].permute(1, 2, 0).numpy()
         if scorer is not None and i < MAPPED:
             pixels = np.asarray(overlay(pixels, occlusion(scorer, pixels)[0], scale=1))
-        wrong = row["actual"] != row["predicted"]
+        text, colour = caption(row)
         axes.flat[i].imshow(pixels)
-        axes.flat[i].set_title(
-            f"true {row['actual']} / pred {row['predicted']}\np={row['probability']:.2f}",
-            fontsize=8,
-            color="darkred" if wrong else "darkgreen",
-        )
+        axes.flat[i].set_title(text, fontsize=8, color=colour)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
