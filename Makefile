@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality screenshot notebook clean-venv
+.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -130,6 +130,10 @@ bench-generality: $(STAMP)
 notebook: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS) \
 		notebooks/curso.ipynb
+
+# `handsigns audit` on SIGNS with 5 % of its train labels flipped: how many its top list holds (bench/audit.{json,md}).
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit.py $(BENCH_ARGS)
 
 # docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
 screenshot: $(STAMP)
