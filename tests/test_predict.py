@@ -65,10 +65,17 @@ def test_predict_good_and_bad_files(tiny_model, tmp_path):
     assert record["top_k"][0]["probability"] >= record["top_k"][1]["probability"]
 
 
-def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(tiny_model):
+def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(tiny_model, tmp_path):
     project = tiny_model.root
     table = pd.read_csv(project / "metrics/eval/predictions_test.csv", dtype=str)
     paths = [str(project / "data/raw" / p) for p in table["path"]]
+    # evaluate's table holds the network's own probabilities; predict reports them at the card's temperature
+    # (tests/test_calibration.py), so here a copy of the export whose card has none.
+    models = tmp_path / "models"
+    shutil.copytree(project / "models", models)
+    card = json.loads((models / "model.json").read_text())
+    assert card.pop("calibration")["temperature"] != 1.0
+    (models / "model.json").write_text(json.dumps(card))
     # The distributions behind every module predict loaded: none may come from the `pipeline` extra
     # (torch, DVC, pandas, ...), which a predict-only install (`pip install handsigns`) does not have.
     code = (
@@ -78,7 +85,9 @@ def test_predict_agrees_with_evaluate_and_needs_nothing_from_the_pipeline_extra(
         "    loaded = {d for m in list(sys.modules) for d in dists.get(m.split('.')[0], [])}\n"
         "    print('LOADED', ' '.join(sorted(loaded)), file=sys.stderr); raise\n"
     )
-    proc = run([sys.executable, "-c", code, "predict", "--json", "--model", "models/model.onnx", *paths], project)
+    proc = run(
+        [sys.executable, "-c", code, "predict", "--json", "--model", str(models / "model.onnx"), *paths], project
+    )
     loaded = {canonicalize_name(d) for d in proc.stderr.split("LOADED", 1)[1].split()}
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pipeline = {canonicalize_name(Requirement(r).name) for r in pyproject["optional-dependencies"]["pipeline"]}
@@ -93,7 +102,7 @@ def test_the_python_api_labels_paths_pil_images_and_arrays_as_the_cli_does(tiny_
     from handsigns.imaging import load_rgb
 
     table = pd.read_csv(tiny_model.root / "metrics/eval/predictions_test.csv", dtype=str).head(5)
-    p = Predictor(tiny_model.onnx)
+    p = Predictor(tiny_model.onnx, calibrated=False)  # evaluate's table: the network's own probabilities
     # Lossless copies of the photos as the model sees them (PNG, model-sized): a PIL image or an array is decoded
     # in full, where a JPEG file at 4x the model's size is DCT-scaled (imaging.open_image's draft) first.
     paths = [tmp_path / f"{i}.png" for i in range(len(table))]
@@ -105,6 +114,7 @@ def test_the_python_api_labels_paths_pil_images_and_arrays_as_the_cli_does(tiny_
     assert sum(one.probabilities.values()) == pytest.approx(1, abs=1e-5) and list(one.probabilities) == p.classes
     many = p.predict([str(q) for q in paths])
     assert [m.label for m in many] == list(table["predicted"])
+    assert [m.label for m in Predictor(tiny_model.onnx).predict(paths)] == list(table["predicted"])  # calibrated
     pil = [Image.open(q) for q in paths]
     assert p.predict(pil) == many  # a PIL image takes the file's own decoding path
     arrays = np.stack([np.asarray(i.convert("RGB")) for i in pil])  # N x H x W x 3: many
