@@ -11,8 +11,8 @@ whose given label the model doubts more than the class's own noise rate explains
 
 Writes reports/audit/label_issues.csv (every image, most doubtful first: path, split, given, suggested, their
 probabilities, the quality score, flagged) and reports/audit/label_issues.png (the first ``--top``, each
-beside its occlusion map for the suggested class). Not a DVC stage: `dvc repro` never runs it (it trains
-``--folds`` models); run it after `dvc repro`.
+beside its occlusion map: where the trained model looks for its own answer). Not a DVC stage: `dvc repro`
+never runs it (it trains ``--folds`` models); run it after `dvc repro`.
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def out_of_fold(recipe: RecipeParams, classes: list[str], pool: Split, k: int, s
         for f in range(k):
             held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
             started = time.perf_counter()
-            fit(recipe, classes, take(pool, kept, "train"), take(pool, held, "val"), best_path=Path(tmp) / "fold.pt")
+            scored = take(pool, held, "val")
+            fit(recipe, classes, take(pool, kept, "train"), scored, best_path=Path(tmp) / "fold.pt")
             model, _ = load_model(Path(tmp) / "fold.pt")
-            probs[held] = score(model, take(pool, held, "val").images, recipe.evaluate.batch_size).exp().numpy()
+            probs[held] = score(model, scored.images, recipe.evaluate.batch_size).exp().numpy()
             took = time.perf_counter() - started
             say(f"audit: fold {f + 1}/{k}: trained on {len(kept)}, scored {len(held)} ({took:.0f} s)")
     return probs
@@ -104,9 +105,9 @@ def table(splits: list[Split], probs: np.ndarray, classes: list[str]) -> pd.Data
     return out.iloc[order].reset_index(drop=True)
 
 
-def audit_gallery(ranked: pd.DataFrame, splits: list[Split], top: int, path: Path) -> None:
-    """The first ``top`` rows as a gallery: each image beside where the test model looks for the suggested
-    class (given, suggested, the probability of the given label)."""
+def audit_gallery(ranked: pd.DataFrame, splits: list[Split], top: int, path: Path, model) -> None:
+    """The first ``top`` rows as a gallery (given, suggested, the probability of the given label), each image
+    beside where the trained model (models/best.pt) looks for its own answer."""
     from handsigns.evaluate import TorchScorer, gallery
 
     by_path = {(s.name, p): (s, i) for s in splits for i, p in enumerate(s.paths)}
@@ -115,7 +116,6 @@ def audit_gallery(ranked: pd.DataFrame, splits: list[Split], top: int, path: Pat
     view = pd.DataFrame(
         {"actual": shown["given"], "predicted": shown["suggested"], "probability": shown["given_probability"]}
     )
-    model, _ = load_model(BEST)
     title = f"the {len(shown)} most doubtful labels: given / suggested, p = probability of the given label"
     gallery(view, images, np.arange(len(shown)), path, title, TorchScorer(model, 256), caption=audit_caption)
 
@@ -134,19 +134,19 @@ def run(folds: int, top: int, out: Path = OUT) -> int:
     classes = read_classes()
     budget = load(MemoryParams).budget_gb
     train, val, test = load_splits(("train", "val", "test"), recipe.model.image_size, classes, budget, "audit")
+    model, ckpt = load_model(BEST)  # checked before minutes of training, not after
+    if ckpt["classes"] != classes:
+        raise UserError(f"{INDEX}/classes.json differs from {BEST}'s classes; re-run the pipeline (dvc repro)")
     pool = join(train, val, "train+val")
     print(f"audit: {len(pool)} train+val images in {folds} folds, then {len(test)} test images by {BEST}")
     probs = out_of_fold(recipe, classes, pool, folds)
-    model, ckpt = load_model(BEST)
-    if ckpt["classes"] != classes:
-        raise UserError(f"{INDEX}/classes.json differs from {BEST}'s classes; re-run the pipeline (dvc repro)")
     test_probs = score(model, test.images, recipe.evaluate.batch_size).exp().numpy()
     splits = [train, val, test]  # pool is train then val: probs' rows in that order
     ranked = table(splits, np.concatenate([probs, test_probs]), classes)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "label_issues.csv") as tmp:
         ranked.to_csv(tmp, index=False, lineterminator="\n")
-    audit_gallery(ranked, splits, top, out / "label_issues.png")
+    audit_gallery(ranked, splits, top, out / "label_issues.png", model)
     flagged = ranked[ranked["flagged"]]
     print(f"audit: {len(flagged)} of {len(ranked)} labels flagged (confident learning); the most doubtful:")
     for r in ranked.head(min(top, 10)).itertuples():
