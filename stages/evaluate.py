@@ -5,8 +5,8 @@ metrics/eval/: calibration.json (the temperature fitted on val, test's ECE after
 per_class_{val,test}.csv (precision, recall, F1, support per class; drives the per-class F1 plot),
 predictions_{val,test}.csv (per image: actual, predicted, probability; drives the confusion matrices),
 reliability_test{,_calibrated}.csv (the reliability diagram's bins before and after temperature scaling),
-misclassified_test.png (a gallery of the test errors) and explained_test.png (of right ones, two a class),
-each image beside its occlusion map (where the model looked).
+misclassified_test.png (a gallery of the test errors), each beside its occlusion map (where the model looked);
+and metrics/gallery/explained_test.png (two right test images a class, each beside its map; in DVC's cache).
 """
 
 from handsigns.checkpoint import load_model
@@ -17,7 +17,7 @@ from handsigns.files import atomic_path, write_json
 from handsigns.params import load
 from handsigns.params.memory import MemoryParams
 from handsigns.params.recipe import RecipeParams
-from handsigns.paths import BEST, CALIBRATION, EVAL_DETAILS, EVAL_METRICS, INDEX
+from handsigns.paths import BEST, CALIBRATION, EVAL_DETAILS, EVAL_METRICS, EXPLAINED, INDEX
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         test,
         splits["test"].images,
         shown["correct"],
-        EVAL_DETAILS / "explained_test.png",
+        EXPLAINED,
         f"where the model looks: the first {SAMPLE_PER_CLASS} right test images of each class",
         scorer,
     )

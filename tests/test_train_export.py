@@ -76,8 +76,8 @@ def test_evaluate_metrics_are_exact_per_sample(project):
         bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
         gaps = [abs(right[bins == b].sum() - confidence[bins == b].sum()) for b in range(15)]
         assert metrics[split]["ece"] == pytest.approx(sum(gaps) / len(table), abs=1e-5)
-    for gallery in ("misclassified_test.png", "explained_test.png"):
-        assert (project / "metrics/eval" / gallery).stat().st_size > 0
+    for gallery in ("metrics/eval/misclassified_test.png", "metrics/gallery/explained_test.png"):
+        assert (project / gallery).stat().st_size > 0
     calibrated = json.loads((project / "metrics/eval/calibration.json").read_text())
     card = json.loads((project / "models/model.json").read_text())["calibration"]
     assert card["temperature"] == calibrated["temperature"] > 0

@@ -33,6 +33,8 @@ RESUME = Path("models/.resume/train.pt")
 # evaluate
 EVAL_METRICS = Path("metrics/eval.json")  # headline: val/test accuracy, macro-F1, loss
 EVAL_DETAILS = Path("metrics/eval")  # per-class and per-image tables, the misclassified gallery, reliability
+# The right test images beside their occlusion maps: a picture of ~0.5 MB, so in DVC's cache, not in git
+EXPLAINED = Path("metrics/gallery/explained_test.png")
 CALIBRATION = EVAL_DETAILS / "calibration.json"  # the temperature fitted on val; the export stage puts it in the card
 
 # export

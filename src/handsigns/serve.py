@@ -25,7 +25,7 @@ from PIL import Image
 from handsigns.errors import UserError
 from handsigns.imaging import DECODE_ERRORS, ImageTooLarge
 from handsigns.predict import Predictor
-from handsigns.saliency import heatmap
+from handsigns.saliency import heatmap, occlusion
 
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes: a phone photo is 2-10 MB
 TOP = 3
@@ -54,9 +54,10 @@ def facts(predictor: Predictor, model: Path) -> dict:
 def label(predictor: Predictor, data: bytes) -> dict:
     """The answer to one upload: top labels with probabilities, every probability, the image as the model
     sees it and where it looked (PNGs, base64). Decoded and labelled as `handsigns predict` does
-    (``Predictor.pixels``, ``Predictor.explain``); raises a decode error for what is not an image."""
+    (``Predictor.pixels``, ``Predictor.predictions``); raises a decode error for what is not an image."""
     pixels = predictor.pixels(data)
-    prediction, heat = predictor.explain(pixels)
+    (prediction,) = predictor.predictions(pixels[None])
+    heat, _ = occlusion(predictor, pixels)  # not Predictor.explain: the pixels are decoded already
     return {
         "label": prediction.label,
         "probability": prediction.probability,
