@@ -34,11 +34,7 @@ def main() -> None:
     budget = load(MemoryParams).budget_gb
     train, val = load_splits(("train", "val"), recipe.model.image_size, classes, budget, "train")
     epochs, steps = plan_epochs(recipe, len(train))
-    raised = (
-        f" (raised from {recipe.epochs} to reach train.min_steps = {recipe.train.min_steps})"
-        if epochs > recipe.epochs
-        else ""
-    )
+    raised = f" (raised from {recipe.epochs}: train.min_steps, train.steps_factor)" if epochs > recipe.epochs else ""
     processes = f" on each of {world.size} processes" if world.distributed else ""
     images = f"{len(train)} train / {len(val)} val images, {len(classes)} classes, {recipe.model.image_size}px"
     world.say(f"train: {images}, {epochs} epochs of {steps} steps{processes}{raised}")

@@ -34,6 +34,7 @@ TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     # exactly `epochs` epochs; the auto knobs pinned to their strength-0 values (handsigns.adapt)
     "train": {
         "min_steps": 0,
+        "steps_factor": 1.0,
         "weight_decay": 5e-4,
         "max_rotation": 10.0,
         "min_scale": 0.9,

@@ -27,12 +27,24 @@ def recipe_for(**train) -> RecipeParams:
 def test_strength_grows_with_how_far_the_step_budget_raises_the_epochs():
     recipe = recipe_for()
     # 800 images: 25 steps an epoch, 20 epochs reach 500 steps; 80: 3 steps, 167 epochs (8.4x); 40: 250 (12.5x)
-    assert [plan_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)] == [20, 32, 72, 167, 250]
+    assert [adapt.raised_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)] == [20, 32, 72, 167, 250]
     s = [adapt.strength(recipe, n) for n in (800, 500, 200, 80, 40)]
     # 500 images: 1.6x, under the onset (2x): the recipe as tuned; then a log scale to 1 at 10x
     assert s[0] == s[1] == 0.0 and s[-1] == 1.0 and 0 < s[2] < s[3] < 1
     assert s[3] == pytest.approx(math.log(167 / 20 / 2) / math.log(10 / 2))
     assert adapt.strength(recipe_for(min_steps=0), 40) == 0.0  # no step budget: nothing raised
+
+
+def test_regularised_runs_get_more_steps_and_a_pinned_factor_is_kept():
+    recipe = recipe_for()
+    factors = [adapt.value("train.steps_factor", adapt.strength(recipe, n)) for n in (800, 500, 200, 80, 40)]
+    assert factors[:2] == [1.0, 1.0] and factors[-1] == 4.0  # the recipe as tuned keeps its epochs
+    planned = [plan_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)]
+    assert planned == [20, 32, math.ceil(72 * factors[2]), math.ceil(167 * factors[3]), 1000]
+    assert plan_epochs(recipe_for(steps_factor=1.5), 80)[0] == math.ceil(167 * 1.5)  # a number pins it
+    resolved, decided = adapt.resolve(recipe, 80)
+    assert plan_epochs(resolved, 80) == plan_epochs(recipe, 80)  # the same plan before and after resolving
+    assert decided["train.steps_factor"] == factors[3]
 
 
 def test_every_knob_moves_between_its_two_values():
@@ -87,6 +99,8 @@ def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):
     adapted = summary["adapted"]
     assert adapted == {"strength": 1.0, "train.erase": adapt.RANGES["train.erase"][1]}
     assert summary["quality"]["regularisation_strength"] == 1.0  # metrics/train.json's figure
-    assert "train: 12 images, 10 epochs for train.min_steps: regularisation strength 1.00" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "train: 12 images, 10 epochs for train.min_steps (10.0x the 1 asked): regularisation strength 1.00" in said
+    assert "; 10 epochs in all" in said  # TINY pins train.steps_factor at 1
     stored = torch.load(tmp_path / "best.pt", weights_only=True)
     assert stored["params"]["train"]["erase"] == adapted["train.erase"]  # the checkpoint holds the number used

@@ -71,7 +71,7 @@ def test_a_foreign_checkpoint_is_one_clear_error(tmp_path):
 def test_small_data_sets_get_as_many_updates(images, epochs, min_steps, planned):
     """With batch 32, SIGNS (811 images, 26 steps an epoch) keeps its 20 epochs; a set a third its size is
     given the epochs that make up train.min_steps steps, not a third of the updates."""
-    recipe = build(RecipeParams, {"epochs": epochs, "train": {"min_steps": min_steps}})
+    recipe = build(RecipeParams, {"epochs": epochs, "train": {"min_steps": min_steps, "steps_factor": 1}})
     planned_epochs, steps = plan_epochs(recipe, images)
     assert planned_epochs == planned and planned_epochs * steps >= min_steps
 

@@ -13,7 +13,12 @@ values in the checkpoint's params and so the model card).
 Why passes and not images per class: 572 images of 26 letters (22 a class) get 28 passes, and the full
 strength, chosen on 80 SIGNS images (195 passes), made them underfit (test 0.12 against 0.74); the step budget
 is what makes a small set overfit. And even a little of it (strength 0.15 at 28 passes) cost the letters 0.11
-(0.846 -> 0.735 over seeds 0-2) while nothing measured below 2x overfits: hence the onset. What each knob
+(0.846 -> 0.735 over seeds 0-2) while nothing measured below 2x overfits: hence the onset.
+
+Regularised that strongly, a network learns slower: on SIGNS at 10 % (strength 0.89) val accuracy was still
+rising at the last of 167 epochs, and twice the steps gave test 0.872 against 0.847 (seeds 0-2). So the
+epochs grow with the strength too (``train.steps_factor``: 1 at strength 0, 4 at 1): the sets the recipe was
+tuned on keep their epochs, and only a small set, whose epochs are cheap, trains longer. What each knob
 bought, over sets and seeds: docs/generality.md.
 """
 
@@ -39,11 +44,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.min_scale": (0.9, 0.75),
     "train.max_shift": (0.05, 0.1),
     "train.erase": (0.0, 0.25),
+    "train.steps_factor": (1.0, 4.0),
 }
 _LOG_SCALE = {"train.weight_decay"}
 
 
-def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
+def raised_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     """(epochs, optimiser steps per epoch): ``epochs``, raised where the data set is so small that they would
     take fewer than ``train.min_steps`` steps, so a small data set gets as many updates as a large one."""
     world = recipe.world_size  # each process takes an equal share (the sampler pads) in batches of its share
@@ -51,9 +57,19 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     return max(recipe.epochs, math.ceil(recipe.train.min_steps / steps)), steps
 
 
+def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
+    """(epochs, optimiser steps per epoch) of the run: :func:`raised_epochs` times ``train.steps_factor`` (its
+    ``auto`` decided here too, so the plan is the same before and after :func:`resolve`)."""
+    epochs, steps = raised_epochs(recipe, train_images)
+    factor = recipe.train.steps_factor
+    if factor == AUTO:
+        factor = value("train.steps_factor", strength(recipe, train_images))
+    return math.ceil(epochs * factor), steps
+
+
 def strength(recipe: RecipeParams, train_images: int) -> float:
-    """0 to 1: how much the step budget raises ``recipe.epochs`` for ``train_images`` (:func:`plan_epochs`)."""
-    epochs, _ = plan_epochs(recipe, train_images)
+    """0 to 1: how much the step budget raises ``recipe.epochs`` for ``train_images`` (:func:`raised_epochs`)."""
+    epochs, _ = raised_epochs(recipe, train_images)
     raised = math.log(epochs / recipe.epochs / ONSET_RAISE) / math.log(FULL_RAISE / ONSET_RAISE)
     return min(max(raised, 0.0), 1.0)
 
@@ -89,10 +105,11 @@ def at(recipe: RecipeParams, s: float) -> tuple[RecipeParams, dict[str, float]]:
 
 def describe(decided: dict[str, float], recipe: RecipeParams, train_images: int) -> str:
     """The train stage's line saying what was decided."""
+    raised, _ = raised_epochs(recipe, train_images)
     epochs, _ = plan_epochs(recipe, train_images)
     knobs = ", ".join(f"{k} {v:g}" for k, v in decided.items() if k != "strength")
     return (
-        f"train: {train_images} images, {epochs} epochs for train.min_steps: regularisation strength "
-        f"{decided['strength']:.2f} (0 below {ONSET_RAISE}x the epochs asked, 1 at {FULL_RAISE}x): {knobs} (auto in "
-        "params.yaml; a number pins one)"
+        f"train: {train_images} images, {raised} epochs for train.min_steps ({raised / recipe.epochs:.1f}x the "
+        f"{recipe.epochs} asked): regularisation strength {decided['strength']:.2f} (0 below {ONSET_RAISE}x, 1 at "
+        f"{FULL_RAISE}x): {knobs}; {epochs} epochs in all (auto in params.yaml; a number pins one)"
     )

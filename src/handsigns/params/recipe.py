@@ -34,6 +34,7 @@ class TrainParams:
     schedule: str = knob("onecycle", choices=("none", "onecycle", "cosine"))
     label_smoothing: float = knob(0.1, lo=0, hi=1)
     min_steps: int = knob(500, lo=0, hi=10_000_000)
+    steps_factor: float | str = knob(AUTO, lo=1, hi=100, auto=True)
     patience: int = knob(0, lo=0)
     augment: bool = knob(True)
     flip: bool = knob(False)
