@@ -42,6 +42,7 @@ def test_regularised_runs_get_more_steps_and_a_pinned_factor_is_kept():
     planned = [plan_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)]
     assert planned == [20, 32, math.ceil(72 * factors[2]), math.ceil(167 * factors[3]), 1000]
     assert plan_epochs(recipe_for(steps_factor=1.5), 80)[0] == math.ceil(167 * 1.5)  # a number pins it
+    assert plan_epochs(recipe_for(steps_factor=1.1), 800)[0] == 22  # not 23: 20 x 1.1 is 22.000000000000004
     resolved, decided = adapt.resolve(recipe, 80)
     assert plan_epochs(resolved, 80) == plan_epochs(recipe, 80)  # the same plan before and after resolving
     assert decided["train.steps_factor"] == factors[3]
