@@ -10,6 +10,8 @@ The sets, derived deterministically (fixed seeds) and written as image folders:
 - glyphs-26: A-Z x 30, 48 px, Pillow's scalable default font at random size/offset/rotation/colours; no split.
 - photos-large: signs-25's files at 1024 px (bicubic) with sensor noise, JPEG 90: the decode-and-shrink path.
 - digits: scikit-learn's 1,797 8x8 digit scans as 32 px grey: many small look-alikes; no split given.
+- letters-small: B D E F P R, 9-12 px tall anywhere on 64 px colour gradients, split as signs-10's (15/35/20 a
+  class): a small set whose classes are fine detail, where a lower resolution would cost.
 
 Each set goes through the pipeline's own stages as `dvc repro` runs them, in a throwaway project: download
 (the folder is data.source) and split once per set (they do not read `seed`), then train and evaluate per seed
@@ -174,6 +176,25 @@ def glyphs(dest: Path) -> None:
             save(paint(np.asarray(mask, dtype=np.float32) / 255, rng, 10.0), dest / letter / f"{letter}_{i:03d}.png")
 
 
+LOOKALIKE_LETTERS = "BDEFPR"  # told apart by a stroke or a bowl a few pixels across
+
+
+def letters_small(dest: Path) -> None:
+    """Fine detail is the class: 6 look-alike letters 9-12 px tall, anywhere on a 64 px canvas, split given as
+    signs-10's (15 train, 35 val, 20 test a class): a small set on which halving the resolution costs."""
+    rng = np.random.default_rng(12)
+    for letter in LOOKALIKE_LETTERS:
+        for i in range(70):
+            split = "train" if i < 15 else "val" if i < 50 else "test"
+            mask = Image.new("L", (64 * 4, 64 * 4))  # drawn at 4x and box-filtered down: anti-aliased strokes
+            font = ImageFont.load_default(size=4 * int(rng.integers(12, 17)))
+            x, y = 4 * rng.uniform(10, 54, 2)
+            ImageDraw.Draw(mask).text((x, y), letter, font=font, fill=255, anchor="mm")
+            mask = mask.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, center=(x, y))
+            px = np.asarray(mask.resize((64, 64), Image.Resampling.BOX), dtype=np.float32) / 255
+            save(paint(px, rng, 10.0), dest / split / letter / f"{letter}_{i:03d}.png")
+
+
 def digits(dest: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -186,7 +207,11 @@ def digits(dest: Path) -> None:
 # What each set's maker knows of its labels (docs/generality.md, "Which transforms keep your labels"), as a
 # user states it in params.yaml: the generated shapes and letters take random colours, so any hue keeps their
 # class, and a mirrored shape is the same shape. The other sets keep params.yaml's statement (no flip, no hue).
-DECLARED = {"shapes-few": ["train.flip=true", "train.hue=0.5"], "glyphs-26": ["train.hue=0.5"]}
+DECLARED = {
+    "shapes-few": ["train.flip=true", "train.hue=0.5"],
+    "glyphs-26": ["train.hue=0.5"],
+    "letters-small": ["train.hue=0.5"],
+}
 
 BUILDERS = {
     "signs-5": lambda d: copy_signs(signs_subset(0.05), d),
@@ -198,6 +223,7 @@ BUILDERS = {
     "glyphs-26": glyphs,
     "photos-large": photos_large,
     "digits": digits,
+    "letters-small": letters_small,
 }
 
 

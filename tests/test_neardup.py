@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from handsigns.imaging import THUMB_SIZE
-from handsigns.neardup import Edge, UnionFind, difference, find_duplicates, near_pairs
+from handsigns.neardup import Edge, UnionFind, detail, difference, find_duplicates, near_pairs
 
 N = THUMB_SIZE * THUMB_SIZE
 
@@ -28,8 +28,8 @@ def brute_pairs(thumbs: np.ndarray, max_difference: float) -> list[tuple[int, in
     i, j = np.triu_indices(len(thumbs), 1)
     d = thumbs[i].astype(float) - thumbs[j].astype(float)
     rms = np.sqrt(np.mean((d - d.mean(1, keepdims=True)) ** 2, axis=1)) / 255
-    contrast = np.sqrt((thumbs[i].astype(float).var(1) + thumbs[j].astype(float).var(1)) / 2) / 255
-    keep = (rms <= max_difference) & (rms <= contrast / 4)
+    details = np.array([detail(t) for t in thumbs])
+    keep = (rms <= max_difference) & (rms <= 0.3 * np.sqrt((details[i] ** 2 + details[j] ** 2) / 2))
     return [(int(a), int(b), difference(thumbs[a], thumbs[b])) for a, b in zip(i[keep], j[keep], strict=True)]
 
 
@@ -67,11 +67,35 @@ def test_the_limits_are_inclusive_and_exact():
     assert near_pairs(np.stack([a, b]), exactly * (1 - 1e-6)) == []
     c = a.copy()
     c[: N // 2] += 20  # 10 grey levels apart, an eighth of their contrast (80 levels)
-    faint = np.tile([100, 130], N // 2).astype(np.uint8)  # contrast 15 levels: a quarter is 3.75
+    faint = np.tile([100, 130], N // 2).astype(np.uint8)  # detail 15 levels: 0.3 of it is 4.5
     f2 = faint.copy()
-    f2[: N // 2] += 8  # 4 grey levels apart, 0.016 of the range: under the absolute limit, over the relative
+    f2[: N // 2] += 10  # 5 grey levels apart, 0.0196 of the range: under the absolute limit, over the relative
     assert near_pairs(np.stack([a, c]), 0.05) == [(0, 1, round(10 / 255, 4))]
     assert near_pairs(np.stack([faint, f2]), 0.05) == []
+
+
+def test_detail_is_what_varies_beyond_a_plane():
+    rows, cols = np.mgrid[0:THUMB_SIZE, 0:THUMB_SIZE]
+    plane = (40 + 5 * cols + 3 * rows).astype(np.uint8).ravel()  # an even lighting gradient: no detail
+    assert detail(plane) == pytest.approx(0, abs=1e-9)
+    checks = plane + np.where((rows + cols) % 2, 10, -10).astype(np.uint8).ravel()  # +-10 levels on top
+    assert detail(checks) == pytest.approx(10 / 255, rel=1e-3)
+
+
+def test_a_small_mark_on_a_gradient_is_not_a_copy_of_another():
+    """Two different small marks on the same graded background: close in absolute terms, and the gradient gives
+    them contrast, but their detail is the marks alone, which differ wholly. A brighter copy is still a copy."""
+    cols = np.mgrid[0:THUMB_SIZE, 0:THUMB_SIZE][1]
+    ground = 40 + 8 * cols  # a ramp of 120 grey levels across
+    a, b = ground.copy(), ground.copy()
+    a[3:5, 3:5] += 30  # a 2 x 2 mark: a letter a tenth of the image's height, at 16 px
+    b[10:12, 11:13] += 30  # another, elsewhere
+    a, b = a.astype(np.uint8).ravel(), b.astype(np.uint8).ravel()
+    rms = difference(a, b)
+    contrast = np.sqrt((a.astype(float).var() + b.astype(float).var()) / 2) / 255
+    assert rms <= 0.03 and rms <= contrast / 4  # the rule before this one called them the same picture
+    assert near_pairs(np.stack([a, b]), 0.03) == []
+    assert near_pairs(np.stack([a, a + 20]), 0.03) == [(0, 1, 0.0)]
 
 
 def test_near_pairs_of_fewer_than_two_thumbnails():

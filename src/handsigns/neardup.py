@@ -3,10 +3,11 @@
 Exact copies share a sha256 (grouped in O(N)). Near copies are compared in pixel space, one image per distinct
 content: two images are the same picture when their 16x16 grey thumbnails (:func:`handsigns.imaging.thumbnail`)
 differ by at most ``data.near_duplicate_max_difference`` (0.03) in root-mean-square, as a fraction of the grey
-range, once the mean difference (a brightness offset) is taken out (:func:`difference`), and by at most a
-quarter of their own contrast (the standard deviation of their grey levels): a faint shape on a plain
-background changes few grey levels, so two different ones can be close in absolute terms but not relative to
-how little the images vary.
+range, once the mean difference (a brightness offset) is taken out (:func:`difference`), and by at most 0.3 of
+their own *detail*: the root-mean-square of their grey levels once the best-fitting plane (an even lighting
+gradient) is taken out (:func:`detail`). A faint shape or a small mark on a plain or graded background changes
+few grey levels, so two different ones can be close in absolute terms, but not relative to how little the
+images hold beyond their background.
 
 Why pixels and not a perceptual hash (this module used a 256-bit difference hash until issue 21): the hash
 both missed copies and invented them. On the 64 px SIGNS photos it missed most re-encodes (a JPEG at quality 50
@@ -15,15 +16,19 @@ handwritten digits it called 13,190 pairs of distinct images "the same": a low-d
 gradients, so two writings of a "1" hash alike. Measured on those two sets and on copies made to order
 (``docs/data.md``): re-encodes and resizes differ by at most 0.009, a quarter-size copy by 0.021, a 10 %
 brightness or contrast change by 0.023, SIGNS' burst shots (consecutive photo numbers) by 0.012 to 0.03, and
-the closest two distinct digits by 0.042. The limit sits between. Relative to contrast, SIGNS' burst shots
-differ by at most 0.203 of it; generated low-contrast shapes and letters the absolute limit alone pairs
-(thousands, most across classes) by at least 0.34.
+the closest two distinct digits by 0.042. The limit sits between. Relative to their detail, SIGNS' burst shots
+differ by at most 0.245 (0.223 in grey at 28 px); generated look-alikes the absolute limit alone pairs
+(thousands, most across classes) by at least 0.349 (two Zs of the same size): 0.3 sits between. Relative to
+the plain standard deviation (this module's rule until the small-letters set of ``bench/generality.py``) a
+mark on a colour gradient passed: the gradient is contrast, not detail (two letters a tenth of the image's
+height, a D and an F, 0.248).
 
 The search is exact and machine-independent: thumbnails hold integers 0..255, so every dot product of two
-(at most 256 x 255^2 < 2^24) is computed exactly in float32 whatever the order of the sums, and the test runs
-on integers in float64 (all below 2^53). Candidates are pruned by the triangle inequality: the images are
-sorted by the norm of their mean-removed thumbnail, and two whose norms differ by more than the limit cannot
-be within it (this prunes little on images of similar contrast). Cost: about N^2 / 2 dot products of 256
+(at most 256 x 255^2 < 2^24) is computed exactly in float32 whatever the order of the sums, and the tests run
+on integers in float64 (all below 2^53; the detail's plane through integer gradient sums, :func:`_detail_units`).
+Candidates are pruned by the triangle inequality: the images are sorted by the norm of their mean-removed
+thumbnail, and two whose norms differ by more than the limit cannot be within it (this prunes little on
+images of similar contrast). Cost: about N^2 / 2 dot products of 256
 values, in tiles of ``_TILE`` x ``_TILE`` (16 MB of float32), each tile screened in float32 and its few
 survivors tested exactly: ``bench/split_scaling.py`` measures it against decoding the images (the search
 overtakes decoding of small files between 10,000 and 20,000 images).
@@ -46,9 +51,12 @@ from handsigns.imaging import THUMB_SIZE
 
 _N = THUMB_SIZE * THUMB_SIZE  # values per thumbnail
 _TILE = 2048  # rows x columns of one tile of dot products: bounded memory
-# A pair's difference must also be at most this fraction of the images' own contrast (the standard deviation of
-# their thumbnails' grey levels, root-mean-square of the two); a power of two keeps the test exact.
-_RELATIVE = 0.25
+# A pair's difference must also be at most this fraction of the images' own detail (:func:`detail`,
+# root-mean-square of the two), as a ratio of integers so the test stays exact.
+_RELATIVE = (3, 10)
+# Thumbnail columns (and rows) about the centre, doubled to integers: -15, -13, ..., 15; sum of their squares.
+_AXIS = 2 * np.arange(THUMB_SIZE) - (THUMB_SIZE - 1)
+_AXIS_SQ = int((_AXIS**2).sum()) * THUMB_SIZE  # over the whole thumbnail, one axis
 
 
 class UnionFind:
@@ -83,6 +91,24 @@ def difference(a: np.ndarray, b: np.ndarray) -> float:
     return round(float(np.sqrt(np.mean((d - d.mean()) ** 2)) / 255), 4)
 
 
+def detail(thumb: np.ndarray) -> float:
+    """Root-mean-square of a thumbnail's grey levels, in [0, 1] of the grey range, once its best-fitting plane
+    (mean and an even gradient across it) is taken out: what the image holds beyond smooth lighting."""
+    units = _detail_units(thumb.reshape(1, -1).astype(np.float64))[0]
+    return float(np.sqrt(max(units, 0.0) / (_AXIS_SQ * _N * _N)) / 255)
+
+
+def _detail_units(x: np.ndarray) -> np.ndarray:
+    """Per row of ``x`` (thumbnails as float64 integers): ``_AXIS_SQ x N x`` the squared detail summed over the
+    thumbnail, an integer. The plane's axes are orthogonal on the grid, so its share of the variance is the
+    squared gradient sum along each axis over that axis's squared sum."""
+    grid = x.reshape(len(x), THUMB_SIZE, THUMB_SIZE)
+    gx = (grid * _AXIS[None, None, :]).sum((1, 2))  # columns
+    gy = (grid * _AXIS[None, :, None]).sum((1, 2))  # rows
+    spread = _N * (x * x).sum(1) - x.sum(1) ** 2  # N^2 x variance
+    return _AXIS_SQ * spread - _N * (gx * gx + gy * gy)
+
+
 def _limit(max_difference: float) -> float:
     """``max_difference`` in the integer units :func:`near_pairs` compares: N^2 x mean-removed MSE in grey levels^2."""
     return float(np.floor((max_difference * 255 * _N) ** 2 + 1e-6))
@@ -102,7 +128,8 @@ def near_pairs(thumbs: np.ndarray, max_difference: float) -> list[tuple[int, int
     limit, reach = _limit(max_difference), max_difference * 255 * np.sqrt(_N) * (1 + 1e-6) + 1e-6
     slack = limit * 1.01 + 1e5  # float32's rounding of the rough pass is below 1e4 units
     total32, sq32 = total.astype(np.float32), sq.astype(np.float32)
-    spread = _N * sq - total * total  # N^2 x variance: the score's units
+    detail_units = _detail_units(thumbs.reshape(n, -1).astype(np.float64))[order]  # the score's units x _AXIS_SQ
+    num, den = _RELATIVE
     found = []
     for r0 in range(0, n, _TILE):
         r1 = min(r0 + _TILE, n)
@@ -117,7 +144,8 @@ def near_pairs(thumbs: np.ndarray, max_difference: float) -> list[tuple[int, int
             rows, cols = rows + r0, cols + c0
             dsum = total[rows] - total[cols]
             score = _N * (sq[rows] + sq[cols] - 2 * dot[rows - r0, cols - c0].astype(np.float64)) - dsum * dsum
-            near = (score <= limit) & (score <= _RELATIVE**2 * (spread[rows] + spread[cols]) / 2)
+            relative = 2 * den * den * _AXIS_SQ * score <= num * num * (detail_units[rows] + detail_units[cols])
+            near = (score <= limit) & relative
             rows, cols = rows[near], cols[near]
             keep = rows < cols
             found.append(np.stack([rows[keep], cols[keep]], 1))
