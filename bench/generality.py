@@ -4,8 +4,8 @@ params.yaml's recipe was tuned on SIGNS (64 px photos, 6 classes, ~800 train ima
 The sets, derived deterministically (fixed seeds) and written as image folders:
 
 - signs-5, signs-10, signs-25, signs-45: SIGNS with 5/10/25/45 % of each class's train images (nested: one
-  seeded permutation per class), val and test whole, byte for byte (45 %: about 80 a class, as issue 21's bar
-  reads in its parenthesis); signs: the whole zip, the reference row.
+  seeded permutation per class), val and test whole, byte for byte (45 %: 369 train images after the split drops
+  copies of val and test, about 60 a class); signs: the whole zip, the reference row.
 - shapes-few: 6 drawn shapes x 40, 64 px, random place/size/rotation/colour on noisy gradients; no split given.
 - grey-lowres: every SIGNS image grey at 28 px (the pipeline scales it to 64), SIGNS's split kept.
 - glyphs-26: A-Z x 30, 48 px, Pillow's scalable default font at random size/offset/rotation/colours; no split.
