@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from handsigns.imaging import THUMB_SIZE, thumbnail
-from handsigns.neardup import _TILE, near_pairs
+from handsigns.neardup import _RELATIVE, _TILE, detail, near_pairs
 from handsigns.params.data import DataParams
 from handsigns.split import build_index, discover, read_images, readable
 
@@ -40,7 +40,7 @@ SIZE = 24
 DUP_RATE = 0.01
 NEAR_RATE = 0.01
 VALUES = THUMB_SIZE * THUMB_SIZE  # per thumbnail
-LOOSE = 0.13  # a second limit for the brute-force check, above the closest distinct images: many pairs
+LOOSE = 0.13  # a second brute-force limit, above the closest distinct images: pairs for the detail test to reject
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -110,12 +110,16 @@ def dot_products(thumbs: np.ndarray, max_difference: float) -> int:
 
 
 def brute_force_pairs(thumbs: np.ndarray, limits: list[float], block: int = 16) -> tuple[dict, float]:
-    """All pairs i < j within each of ``limits`` by the definition, every pair's 256 pixel differences taken
-    (``block`` rows against all later ones at a time: ~80 MB at 5,000), and the smallest difference of a pair
-    beyond the first limit (the margin to the closest two images that are not copies)."""
+    """All pairs i < j within each of ``limits`` by the definition (within the limit, and within 0.3 of the two
+    images' detail, :func:`handsigns.neardup.detail`), every pair's 256 pixel differences taken (``block`` rows
+    against all later ones at a time: ~80 MB at 5,000), and the smallest difference of a pair beyond the first
+    limit (the margin to the closest two images that are not copies)."""
     x = thumbs.astype(np.int32)
     # rms <= t  <=>  N * sum(d^2) - sum(d)^2 <= (t * 255 * N)^2, in exact integers on the left
     bounds = {t: (t * 255 * VALUES) ** 2 for t in limits}
+    # rms <= r * detail, in the same units: N^2 x r^2 x the mean of the two squared details (in grey levels)
+    detail_sq = (np.array([detail(t) for t in thumbs]) * 255) ** 2
+    ratio_sq = (_RELATIVE[0] / _RELATIVE[1]) ** 2
     pairs: dict[float, list[tuple[int, int]]] = {t: [] for t in limits}
     closest = np.inf
     for r0 in range(0, len(x), block):
@@ -123,8 +127,10 @@ def brute_force_pairs(thumbs: np.ndarray, limits: list[float], block: int = 16) 
         s1 = d.sum(-1, dtype=np.int64)
         score = VALUES * (d * d).sum(-1, dtype=np.int64) - s1 * s1
         upper = np.arange(len(d))[:, None] < np.arange(score.shape[1])[None, :]  # column after row: i < j
+        rows = np.arange(r0, min(r0 + block, len(x)))
+        relative = score <= ratio_sq * VALUES**2 * (detail_sq[rows, None] + detail_sq[None, r0:]) / 2
         for t, bound in bounds.items():
-            i, j = np.nonzero((score <= bound) & upper)
+            i, j = np.nonzero((score <= bound) & relative & upper)
             pairs[t].extend(zip((i + r0).tolist(), (j + r0).tolist(), strict=True))
         beyond = score[upper & (score > bounds[limits[0]])]
         if beyond.size:
