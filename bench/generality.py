@@ -12,7 +12,7 @@ The sets, derived deterministically (fixed seeds) and written as image folders:
 - photos-large: signs-25's files at 1024 px (bicubic) with sensor noise, JPEG 90: the decode-and-shrink path.
 - digits: scikit-learn's 1,797 8x8 digit scans as 32 px grey: many small look-alikes; no split given.
 - letters-small: B D E F P R, 9-12 px tall anywhere on 64 px colour gradients, split as signs-10's (15/35/20 a
-  class): a small set whose classes are fine detail, where a lower resolution would cost.
+  class): a small set whose classes are fine detail.
 
 Each set goes through the pipeline's own stages as `dvc repro` runs them, in a throwaway project: download
 (the folder is data.source) and split once per set (they do not read `seed`), then train and evaluate per seed
@@ -182,7 +182,7 @@ LOOKALIKE_LETTERS = "BDEFPR"  # told apart by a stroke or a bowl a few pixels ac
 
 def letters_small(dest: Path) -> None:
     """Fine detail is the class: 6 look-alike letters 9-12 px tall, anywhere on a 64 px canvas, split given as
-    signs-10's (15 train, 35 val, 20 test a class): a small set on which halving the resolution costs."""
+    signs-10's (15 train, 35 val, 20 test a class): a small set whose classes are a few pixels of stroke."""
     rng = np.random.default_rng(12)
     for letter in LOOKALIKE_LETTERS:
         for i in range(70):

@@ -76,10 +76,10 @@ def test_the_limits_are_inclusive_and_exact():
 
 def test_detail_is_what_varies_beyond_a_plane():
     rows, cols = np.mgrid[0:THUMB_SIZE, 0:THUMB_SIZE]
-    plane = (40 + 5 * cols + 3 * rows).astype(np.uint8).ravel()  # an even lighting gradient: no detail
-    assert detail(plane) == pytest.approx(0, abs=1e-9)
-    checks = plane + np.where((rows + cols) % 2, 10, -10).astype(np.uint8).ravel()  # +-10 levels on top
-    assert detail(checks) == pytest.approx(10 / 255, rel=1e-3)
+    plane = 40 + 5 * cols + 3 * rows  # an even lighting gradient: no detail
+    assert detail(plane.astype(np.uint8).ravel()) == pytest.approx(0, abs=1e-9)
+    checks = plane + np.where((rows + cols) % 2, 10, -10)  # +-10 levels on top
+    assert detail(checks.astype(np.uint8).ravel()) == pytest.approx(10 / 255, rel=1e-3)
 
 
 def test_a_small_mark_on_a_gradient_is_not_a_copy_of_another():

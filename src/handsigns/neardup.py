@@ -28,10 +28,10 @@ The search is exact and machine-independent: thumbnails hold integers 0..255, so
 on integers in float64 (all below 2^53; the detail's plane through integer gradient sums, :func:`_detail_units`).
 Candidates are pruned by the triangle inequality: the images are sorted by the norm of their mean-removed
 thumbnail, and two whose norms differ by more than the limit cannot be within it (this prunes little on
-images of similar contrast). Cost: about N^2 / 2 dot products of 256
-values, in tiles of ``_TILE`` x ``_TILE`` (16 MB of float32), each tile screened in float32 and its few
-survivors tested exactly: ``bench/split_scaling.py`` measures it against decoding the images (the search
-overtakes decoding of small files between 10,000 and 20,000 images).
+images of similar contrast). Cost: about N^2 / 2 dot products of 256 values, in tiles of ``_TILE`` x ``_TILE``
+(16 MB of float32), each tile screened in float32 and its few survivors tested exactly:
+``bench/split_scaling.py`` measures it against decoding the images (the search overtakes decoding of small
+files between 10,000 and 20,000 images).
 
 Near copies chain into groups through union-find. A chain of look-alikes can grow until it swallows a class,
 which would make the split carve or drop the class whole; so a group of near copies holding more than half
