@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
@@ -107,6 +107,13 @@ check-workflows: $(STAMP)
 # The threads are pinned so that runs compare: 2, or THREADS=N.
 bench: $(STAMP)
 	OMP_NUM_THREADS=$(or $(THREADS),2) $(BIN)/python bench/speed.py $(BENCH_ARGS)
+
+# The CUDA path on a real GPU in a few minutes (bench/gpu_check.py; docs/speed.md has the figures): the default and
+# the notes' recipes in auto, fp32 and bf16, two deterministic runs compared byte for byte, the gate's rule against
+# the committed run. Needs the split (dvc repro split). On a GPU box whose Python already has torch, numpy, pandas,
+# Pillow, PyYAML and tqdm, without this venv: make gpu-check GPU_PYTHON=python3 GPU_CHECK_ARGS='--out DIR'
+gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
+	PYTHONPATH=src $(or $(GPU_PYTHON),$(BIN)/python) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench-split: $(STAMP)
 	$(BIN)/python bench/split_scaling.py

@@ -10,7 +10,6 @@ from handsigns.errors import UserError
 from handsigns.model import Net
 from handsigns.params import build
 from handsigns.params.recipe import RecipeParams
-from handsigns.runtime import machine_names, resolve_precision
 from handsigns.train import fit, make_optimizer, make_scheduler
 
 from conftest import TINY, random_split
@@ -86,15 +85,6 @@ def test_identical_fits_write_identical_checkpoint_bytes(tmp_path, precision):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
-def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
-    cpu = torch.device("cpu")
-    for avx512_bf16, amx, expected in [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]:
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
-        assert resolve_precision("auto", cpu) == expected
-    assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice stands
-
-
 class StopAt:
     """A DVCLive stand-in that presses Ctrl-C when epoch ``stop`` is logged (after epochs before it were saved)."""
 
@@ -107,20 +97,6 @@ class StopAt:
     def next_step(self):
         if self.step == self.stop:
             raise KeyboardInterrupt
-
-
-@pytest.mark.parametrize(
-    ("device", "name", "short"),
-    [
-        ("cpu", "Intel(R) Xeon(R) Platinum 8480C", "Intel Xeon Platinum 8480C"),
-        ("cpu", "AMD EPYC 7B13 64-Core Processor", "AMD EPYC 7B13"),
-        ("cpu", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", "Intel Core i7-8650U"),
-        ("cuda:1", "NVIDIA H200", "NVIDIA H200"),
-    ],
-)
-def test_the_machine_is_named_in_three_short_strings(device, name, short):
-    names = machine_names({"device": device, "device_name": name, "precision": "bf16", "torch": "2.14.1"})
-    assert names == {"device": device.split(":")[0], "device_name": short, "precision": "bf16"}
 
 
 def test_an_interrupted_fit_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path, capsys):

@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 # Libraries whose code shapes the outputs' bytes (decoding, curves, export) besides torch.
 LIBRARIES = ("numpy", "pillow", "onnx", "onnxscript", "onnxruntime", "safetensors", "dvclive")
 DECIDING_KEYS = (
-    *("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision", "gpu", "cuda", "cudnn"),
+    *("device", "device_name", "cpu_capability", "torch_threads", "torch", "precision"),
+    *("gpu", "gpu_capability", "cuda", "cudnn", "tf32_matmul", "tf32_cudnn"),
     *LIBRARIES,
 )
 
@@ -97,31 +99,51 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX
-    (where it is emulated, bf16 is slower than fp32)."""
+# bf16 pays where the hardware multiplies bf16 matrices: Ampere (compute capability 8.0) and later GPUs, and CPUs
+# with AMX tiles. Emulated, it is slower than fp32: a T4 or V100 (7.x) converts every operand; a CPU with
+# AVX512-BF16 but no AMX ran the notes' Net about 30 % slower in bf16 than in fp32 (docs/speed.md).
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Whether bf16 is faster than fp32 on ``device``: a CUDA GPU of compute capability 8.0 or later, or a CPU
+    with AMX. Not torch's ``is_bf16_supported()``, which also answers yes where bf16 is emulated."""
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY
     if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch 2.x: probe with care
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())  # private in torch 2.x
     return False
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 where the device computes it natively (on a 2-core Xeon with AMX, 2.0-2.1x fp32's images/s in
-    channels_last, as accurate over seeds: docs/speed.md), fp32 elsewhere. bf16 needs no loss scaling."""
+    """auto: bf16 where it is faster than fp32 (:func:`bf16_pays`; on a 2-core Xeon with AMX, 2.0-2.1x fp32's
+    images/s in channels_last, as accurate over seeds: docs/speed.md), fp32 elsewhere. bf16 needs no loss
+    scaling."""
     import torch
 
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if bf16_pays(device) else "fp32"
     if name == "fp16" and device.type == "cpu":
         raise UserError("params.yaml: train.precision = fp16 needs a GPU; use fp32 or bf16 on the CPU")
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("params.yaml: train.precision = bf16 but this GPU has no bf16; use fp16 or fp32")
+    if name == "bf16" and device.type == "cuda" and not bf16_pays(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(
+            f"params.yaml: train.precision = bf16 but this GPU (compute capability {major}.{minor}) only emulates "
+            "it, slower than fp32; use fp16 or fp32"
+        )
     return name
+
+
+def configure_math(device: torch.device, tf32: bool) -> None:
+    """TF32 (10-bit mantissa) for fp32 matrix products and convolutions on CUDA: ``train.tf32``. Off, an fp32
+    run computes in fp32 on every GPU; torch's own defaults differ between matmul (off) and cuDNN (on)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def channels_last(device: torch.device) -> bool:
@@ -175,16 +197,23 @@ def _library_versions() -> dict[str, str | None]:
     return found
 
 
-def machine_names(info: dict[str, Any]) -> dict[str, str]:
-    """The three short strings that name a run's machine in ``dvc exp show`` (metrics/runtime.json) from its
-    fingerprint: device type, device model ("AMD EPYC 7B13", "Intel Xeon Platinum 8480C", "NVIDIA H200") and
-    precision."""
+def machine_names(info: dict[str, Any]) -> dict[str, Any]:
+    """What names a run's machine in ``dvc exp show`` (metrics/runtime.json), from its fingerprint: device type,
+    device model ("AMD EPYC 7B13", "Intel Xeon Platinum 8480C", "NVIDIA H200") and precision; on a GPU also its
+    compute capability, driver and whether TF32 was on (two fp32 runs on a V100 and an A100 differ by it)."""
     name = re.sub(r"\((R|TM)\)|\bCPU\b.*|\b(\d+-Core )?Processor\b", "", str(info["device_name"]))
-    return {
+    names: dict[str, Any] = {
         "device": str(info["device"]).split(":")[0],
         "device_name": " ".join(name.split()),
         "precision": str(info["precision"]),
     }
+    if info.get("gpu_capability"):
+        names.update(
+            gpu_capability=info["gpu_capability"],
+            gpu_driver=info.get("gpu_driver"),
+            tf32=bool(info.get("tf32_matmul") or info.get("tf32_cudnn")),
+        )
+    return names
 
 
 def fingerprint(device: torch.device, precision: str) -> dict[str, Any]:
@@ -208,17 +237,40 @@ def fingerprint(device: torch.device, precision: str) -> dict[str, Any]:
         "cuda": None,
         "cudnn": None,
         "gpu": None,
+        "gpu_capability": None,
+        "gpu_driver": None,
         "gpu_memory_gib": None,
         "gpu_count": 0,
+        "tf32_matmul": None,
+        "tf32_cudnn": None,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(
             device_name=props.name,
             gpu=props.name,
+            gpu_capability=f"{props.major}.{props.minor}",
+            gpu_driver=gpu_driver(),
             gpu_memory_gib=round(props.total_memory / 2**30, 1),
             gpu_count=torch.cuda.device_count(),
             cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
         )
     return info
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver's version ("580.159.04"), for people: the arithmetic is decided by the GPU, CUDA and
+    cuDNN, which the fingerprint holds. None where it cannot be read (no /proc entry: not Linux, or not NVIDIA)."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        try:  # a container without the /proc entry still has the driver's tool
+            query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            text = "Kernel Module " + subprocess.run(query, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+(?:\.\d+)+)", text)
+    return found.group(1) if found else None

@@ -29,6 +29,7 @@ from handsigns.paths import BEST
 from handsigns.runtime import (
     autocast,
     channels_last,
+    configure_math,
     fingerprint,
     machine_names,
     resolve_device,
@@ -366,6 +367,7 @@ def fit(
     device = resolve_device(recipe.train.device, world.local_rank if world.distributed else None)
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.seed, device, recipe.train.deterministic)
+    configure_math(device, recipe.train.tf32)
     distributed.setup(world, device)
     try:
         model, meta = build_model(recipe, classes, train, world, device)

@@ -17,7 +17,7 @@ class ModelParams:
     weights: str | None = knob(None)
     weights_sha256: str | None = knob(None)
     image_size: int = knob(64, lo=8, hi=1024)
-    num_channels: int = knob(32, lo=1, hi=1024)
+    num_channels: int = knob(16, lo=1, hi=1024)
     batchnorm: bool = knob(True)
     dropout: float | str = knob(AUTO, lo=0, hi=1, auto=True)
 
@@ -48,6 +48,7 @@ class TrainParams:
     cutmix: float = knob(0.0, lo=0, hi=10)
     device: str = knob("auto")
     precision: str = knob("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    tf32: bool = knob(False)
     deterministic: bool = knob(False)
     compile: bool = knob(False)
     init_from: str | None = knob(None)

@@ -1,0 +1,120 @@
+"""Where and how a run computes (runtime.py): the precision `auto` picks, TF32, and the fingerprint that tells
+machines apart. CUDA devices are stubbed at a compute capability: the rules are tested here, the real GPU by
+`make gpu-check`."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from handsigns.errors import UserError
+from handsigns.runtime import (
+    DECIDING_KEYS,
+    class_changes,
+    configure_math,
+    fingerprint,
+    machine_names,
+    resolve_precision,
+)
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A stubbed CUDA GPU; call it with the compute capability (and name) it should report."""
+
+    def at(major: int, minor: int, name: str = "NVIDIA Test GPU") -> None:
+        props = SimpleNamespace(name=name, major=major, minor=minor, total_memory=16 * 2**30)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # torch's answer
+
+    return at
+
+
+@pytest.fixture
+def tf32_state():
+    """torch's TF32 switches as they were, put back after the test (they are process-wide, and properties that
+    monkeypatch cannot restore)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"), [(True, False, "fp32"), (False, True, "bf16"), (True, True, "bf16")]
+)
+def test_auto_is_bf16_on_a_cpu_only_with_amx(monkeypatch, avx512_bf16, amx, expected):
+    """AVX512-BF16 without AMX computes bf16, but slower than fp32 (docs/speed.md): auto keeps fp32 there."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", CPU) == expected
+    assert resolve_precision("fp32", CPU) == "fp32"  # an explicit choice stands
+    assert resolve_precision("bf16", CPU) == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
+def test_auto_is_bf16_on_a_gpu_only_where_it_is_native(gpu, capability, expected):
+    """A T4 (7.5) or V100 (7.0) emulates bf16, and torch.cuda.is_bf16_supported() still says yes (stubbed so
+    here): auto must not believe it."""
+    gpu(*capability)
+    assert resolve_precision("auto", CUDA) == expected
+
+
+def test_an_explicit_bf16_on_an_emulating_gpu_is_refused_in_one_line(gpu):
+    gpu(7, 5, "Tesla T4")
+    with pytest.raises(UserError, match=r"compute capability 7\.5\) only emulates it.*use fp16 or fp32"):
+        resolve_precision("bf16", CUDA)
+    assert resolve_precision("fp16", CUDA) == "fp16"
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_is_set_as_the_knob_says_and_recorded(gpu, tf32_state, tf32):
+    gpu(8, 0, "NVIDIA A100-SXM4-80GB")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
+    configure_math(CUDA, tf32)
+    info = fingerprint(CUDA, "fp32")
+    assert (info["tf32_matmul"], info["tf32_cudnn"]) == (tf32, tf32)
+    assert info["gpu_capability"] == "8.0" and info["gpu"] == "NVIDIA A100-SXM4-80GB"
+    names = machine_names(info)
+    assert names["tf32"] is tf32 and names["gpu_capability"] == "8.0"
+
+
+def test_configure_math_leaves_the_cpu_alone(tf32_state):
+    torch.backends.cudnn.allow_tf32 = True
+    configure_math(CPU, False)
+    assert torch.backends.cudnn.allow_tf32 is True
+    info = fingerprint(CPU, "fp32")
+    assert info["gpu_capability"] is info["tf32_matmul"] is info["tf32_cudnn"] is None
+
+
+def test_tf32_and_the_capability_tell_two_fp32_gpu_runs_apart(gpu, tf32_state):
+    """A V100 and an A100 with TF32 on are not the same arithmetic; the gate and `make exps` must see it."""
+    for key in ("gpu_capability", "tf32_matmul", "tf32_cudnn"):
+        assert key in DECIDING_KEYS
+    torch.backends.cudnn.allow_tf32 = False
+    gpu(7, 0, "Tesla V100")
+    v100 = fingerprint(CUDA, "fp32")
+    gpu(8, 0, "NVIDIA A100")
+    torch.backends.cudnn.allow_tf32 = True
+    a100 = fingerprint(CUDA, "fp32")
+    assert {"gpu", "gpu_capability", "tf32_cudnn"} <= set(class_changes(v100, a100))
+    assert class_changes(a100, dict(a100, gpu_driver="999.1")) == []  # the driver is for people
+
+
+@pytest.mark.parametrize(
+    ("device", "name", "short"),
+    [
+        ("cpu", "Intel(R) Xeon(R) Platinum 8480C", "Intel Xeon Platinum 8480C"),
+        ("cpu", "AMD EPYC 7B13 64-Core Processor", "AMD EPYC 7B13"),
+        ("cpu", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", "Intel Core i7-8650U"),
+        ("cuda:1", "NVIDIA H200", "NVIDIA H200"),
+    ],
+)
+def test_the_machine_is_named_in_three_short_strings(device, name, short):
+    names = machine_names({"device": device, "device_name": name, "precision": "bf16", "torch": "2.14.1"})
+    assert names == {"device": device.split(":")[0], "device_name": short, "precision": "bf16"}
