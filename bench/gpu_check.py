@@ -118,7 +118,8 @@ def train_one(name: str, overrides: list[str], splits: dict, classes: list[str],
 def table(report: dict) -> str:
     fp = report["fingerprint"]
     gpu = (
-        f"compute capability {fp['gpu_capability']}, driver {fp['gpu_driver']}, CUDA {fp['cuda']}, cuDNN {fp['cudnn']}, "
+        f"compute capability {fp['gpu_capability']}, driver {fp['gpu_driver']}, "
+        f"CUDA {fp['cuda']}, cuDNN {fp['cudnn']}, "
         if fp["gpu"]
         else f"{fp['cpu_capability']} kernels, {fp['torch_threads']} threads, "
     )
