@@ -2,6 +2,8 @@
 machines apart. CUDA devices are stubbed at a compute capability: the rules are tested here, the real GPU by
 `make gpu-check`."""
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -118,3 +120,17 @@ def test_tf32_and_the_capability_tell_two_fp32_gpu_runs_apart(gpu, tf32_state):
 def test_the_machine_is_named_in_three_short_strings(device, name, short):
     names = machine_names({"device": device, "device_name": name, "precision": "bf16", "torch": "2.14.1"})
     assert names == {"device": device.split(":")[0], "device_name": short, "precision": "bf16"}
+
+
+def test_seeding_the_cpu_turns_on_determinism_without_importing_inductor():
+    """The deterministic switch is set in torch's core: torch.use_deterministic_algorithms would import Inductor
+    (1.5 s of every train stage) only to set a flag that matters to torch.compile."""
+    code = (
+        "import sys, torch, torch.utils.deterministic\n"
+        "from handsigns.runtime import seed_everything\n"
+        "seed_everything(0, torch.device('cpu'), deterministic=False)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory,"
+        " 'torch._inductor' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "False"]
