@@ -1,4 +1,4 @@
-"""`make gpu-check`: the CUDA path on a real GPU, in one short run (a few minutes on one H100).
+"""`make gpu-check`: the CUDA path on a real GPU, in one short run (a few minutes on one GPU).
 
     python bench/gpu_check.py [--out gpu-check] [--device cuda]
 
@@ -89,12 +89,16 @@ def committed_held_out() -> dict[str, tuple[str, str]]:
 
 def train_one(name: str, overrides: list[str], splits: dict, classes: list[str], out: Path, keep: Path, device) -> dict:
     """Train one run in process (the best epoch saved to ``keep``); its figures."""
+    from handsigns.errors import UserError
     from handsigns.train import fit
 
     recipe = recipe_for(overrides)
     clock = Clock()
     print(f"gpu-check: {name} ...", flush=True)
-    summary = fit(recipe, classes, splits["train"], splits["val"], live=clock, best_path=keep)
+    try:
+        summary = fit(recipe, classes, splits["train"], splits["val"], live=clock, best_path=keep)
+    except UserError as exc:  # bf16 on a GPU that only emulates it: refused, and said so in the table
+        return {"overrides": overrides, "refused": str(exc)}
     run_dir = out / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "runtime.json").write_text(json.dumps(summary["runtime"], indent=2) + "\n")
@@ -131,7 +135,9 @@ def table(report: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [
-        f"| {name} | {r['precision']} | {r['epochs']} | {r['train_seconds']:.1f} | {r['images_per_s']:.0f} | "
+        f"| {name} | refused: {r['refused']} | | | | | | | |"
+        if "refused" in r
+        else f"| {name} | {r['precision']} | {r['epochs']} | {r['train_seconds']:.1f} | {r['images_per_s']:.0f} | "
         f"{r['to_val_0.95_s'] or '-'} | {r['to_val_0.99_s'] or '-'} | {r['best_val_accuracy']:.4f} | "
         f"{r['test_accuracy']:.4f} |"
         for name, r in report["runs"].items()
@@ -166,8 +172,8 @@ def main() -> int:
     splits = {s: load_split(s, size, classes, ROOT / "data/index", ROOT / "data/raw") for s in ("train", "val", "test")}
     base = [f"train.device={args.device}", *(["epochs=2", "train.min_steps=0"] if args.quick else [])]
     notes = [*NOTES_RECIPE, *([] if args.quick else ["epochs=100"]), *base]
-    plan = {f"default {p}": [*base, f"train.precision={p}"] for p in ("auto", "fp32", "bf16")}
-    plan |= {f"notes {p}": [*notes, f"train.precision={p}"] for p in ("auto", "fp32", "bf16")}
+    plan = {f"default-{p}": [*base, f"train.precision={p}"] for p in ("auto", "fp32", "bf16")}
+    plan |= {f"notes-{p}": [*notes, f"train.precision={p}"] for p in ("auto", "fp32", "bf16")}
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"date": time.strftime("%Y-%m-%d"), "auto": auto, "runs": {}, "checks": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +183,7 @@ def main() -> int:
         same = []
         for i in (1, 2):
             path = Path(tmp) / f"deterministic{i}.pt"
-            name = f"default auto deterministic #{i}"
+            name = f"default-auto-deterministic-{i}"
             overrides = [*base, "train.precision=auto", "train.deterministic=true"]
             report["runs"][name] = train_one(name, overrides, splits, classes, args.out, path, device)
             same.append(path.read_bytes())
@@ -188,7 +194,7 @@ def main() -> int:
             else "two deterministic default runs wrote different checkpoint bytes",
         )
         committed = committed_held_out()
-        ours = held_out(keep["default auto"], {s: splits[s] for s in ("val", "test")}, device)
+        ours = held_out(keep["default-auto"], {s: splits[s] for s in ("val", "test")}, device)
     ci = load(CIParams, ROOT / "params.yaml")
     paired = pair(committed, ours)
     failed = Rule(ci.max_accuracy_drop, ci.significance).regression(paired, "the committed run")

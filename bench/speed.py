@@ -159,7 +159,7 @@ def table(r: dict) -> str:
         return f"{text} {'ok' if r['targets_met'][key] else 'MISSED'}"
 
     def to_accuracy(run: dict) -> str:
-        return " / ".join(str(run[f"to_val_{t}_s"]) for t in THRESHOLDS)
+        return " / ".join(str(run[f"to_val_{t}_s"] or "never") for t in THRESHOLDS)
 
     fastest = max(("fp32", "bf16"), key=lambda p: a[f"pipeline_{p}_images_per_s"])
     rows = [

@@ -182,16 +182,17 @@ print("un lote:", tuple(imagenes.shape), "etiquetas", etiquetas.tolist())
 # ## 3. La red
 #
 # La `Net` de los apuntes: tres convoluciones 3×3 (32, 64 y 128 canales), cada una con max-pooling 2×2 y
-# ReLU, y dos capas lineales. El proyecto usa la misma red con la mitad de canales (16, 32 y 64: en SIGNS, la
-# misma precisión con menos de la mitad del trabajo por imagen), *batch norm* (como CS230) y *dropout*: así
-# la describe `params.yaml`, en la sección `model`. Algunos valores dicen `auto`: el proyecto los decide según
-# el tamaño de train (más regularización cuanto menos datos; con SIGNS, los de siempre).
+# ReLU, y dos capas lineales. El proyecto usa la misma red con *batch norm* (como CS230) y *dropout*: así la
+# describe `params.yaml`, en la sección `model`. Algunos valores dicen `auto`: el proyecto los decide según los
+# datos. El ancho (`num_channels`), según el número de clases: hasta 10, la mitad de canales (16, 32 y 64; en
+# SIGNS, la misma precisión con menos de la mitad del trabajo por imagen). La regularización, según el tamaño de
+# train (más cuanto menos datos; con SIGNS, los de siempre).
 
 # %%
 from handsigns.adapt import resolve
 from handsigns.model import Net, build_net
 
-receta, decidido = resolve(receta, len(train))
+receta, decidido = resolve(receta, len(train), len(clases))
 print("decidido para", len(train), "imágenes de train:", decidido)
 
 de_los_apuntes = Net(num_classes=len(clases), image_size=lado, num_channels=32)  # sin batch norm ni dropout

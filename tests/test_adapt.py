@@ -43,7 +43,7 @@ def test_regularised_runs_get_more_steps_and_a_pinned_factor_is_kept():
     assert [plan_epochs(recipe, n)[0] for n in (800, 500, 200, 80, 40)] == [20, 32, 151, 612, 1000]
     assert plan_epochs(recipe_for(steps_factor=1.5), 80)[0] == math.ceil(167 * 1.5)  # a number pins it
     assert plan_epochs(recipe_for(steps_factor=1.1), 800)[0] == 22  # not 23: 20 x 1.1 is 22.000000000000004
-    resolved, decided = adapt.resolve(recipe, 80)
+    resolved, decided = adapt.resolve(recipe, 80, classes=6)
     assert plan_epochs(resolved, 80) == plan_epochs(recipe, 80)  # the same plan before and after resolving
     assert decided["train.steps_factor"] == factors[3]
 
@@ -58,13 +58,13 @@ def test_every_knob_moves_between_its_two_values():
 def test_auto_knobs_are_decided_and_pinned_ones_kept():
     raw = {"epochs": 2, "train": {"weight_decay": 0.01, "min_steps": 500}}  # the rest: their defaults, auto
     recipe = build(RecipeParams, raw)
-    resolved, decided = adapt.resolve(recipe, train_images=60)  # 2 steps an epoch: 250 epochs, not 2
+    resolved, decided = adapt.resolve(recipe, train_images=60, classes=6)  # 2 steps an epoch: 250 epochs, not 2
     strong = {knob: hi for knob, (_, hi) in adapt.RANGES.items() if knob != "train.weight_decay"}
-    assert decided == {"strength": 1.0, **strong}
+    assert decided == {"strength": 1.0, "model.num_channels": 16, **strong}
     assert resolved.model.dropout == 0.5 and resolved.train.erase == adapt.RANGES["train.erase"][1]
     assert resolved.train.weight_decay == 0.01  # a number in params.yaml is never changed
-    assert adapt.resolve(resolved, 60) == (resolved, {})  # nothing auto: nothing decided
-    plenty, decided = adapt.resolve(recipe, train_images=16_000)  # 500 steps an epoch: 2 epochs, as asked
+    assert adapt.resolve(resolved, 60, classes=6) == (resolved, {})  # nothing auto: nothing decided
+    plenty, decided = adapt.resolve(recipe, train_images=16_000, classes=6)  # 500 steps an epoch: 2, as asked
     assert decided["strength"] == 0.0 and plenty.train.erase == 0.0 and plenty.model.dropout == 0.3
 
 
@@ -89,8 +89,18 @@ def test_the_knobs_that_may_be_auto_are_those_adapt_decides():
         for f in dataclasses.fields(getattr(recipe, name))
         if f.metadata.get("auto")
     }
-    assert may == set(adapt.RANGES)
+    assert may == {*adapt.RANGES, adapt.WIDTH}  # the width: by the classes, not the strength
     params.load(RecipeParams, Path(__file__).resolve().parents[1] / "params.yaml")  # as shipped: loads
+
+
+@pytest.mark.parametrize(("classes", "channels"), [(2, 16), (6, 16), (10, 16), (11, 32), (26, 32)])
+def test_the_width_is_decided_by_the_classes(classes, channels):
+    """Half the notes' width up to 10 classes; the notes' 32 channels above (26 letters lost 0.11 at 16)."""
+    resolved, decided = adapt.resolve(RecipeParams(), train_images=800, classes=classes)
+    assert resolved.model.num_channels == decided["model.num_channels"] == channels
+    pinned = build(RecipeParams, {"model": {"num_channels": 24}})
+    assert adapt.resolve(pinned, 800, classes)[0].model.num_channels == 24  # a number pins it
+    assert adapt.at(RecipeParams(), 0.0)[0].model.num_channels == AUTO  # no classes given: left to decide
 
 
 def test_a_fit_says_and_records_what_it_decided(tmp_path, capsys):

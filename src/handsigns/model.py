@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from handsigns.errors import UserError
+from handsigns.params import AUTO
 from handsigns.params.recipe import ModelParams
 
 
@@ -91,6 +92,8 @@ class Torchvision(nn.Module):
 def build_net(num_classes: int, model_params: ModelParams) -> nn.Module:
     if model_params.arch != "net":
         return Torchvision(model_params.arch, num_classes, model_params.image_size)
+    if model_params.num_channels == AUTO:  # a caller's slip, not a user's: fit decides it first
+        raise ValueError("model.num_channels is auto: handsigns.adapt.resolve decides it for the classes")
     return Net(
         num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm, model_params.dropout
     )

@@ -358,9 +358,9 @@ def fit(
     if len(train) < 2 or len(val) == 0:
         raise UserError(f"cannot train: {len(train)} train and {len(val)} val images; check the split stage")
     world = distributed.current()
-    recipe, adapted = adapt.resolve(recipe, len(train))
+    recipe, adapted = adapt.resolve(recipe, len(train), len(classes))
     if adapted:
-        world.say(adapt.describe(adapted, recipe, len(train)))
+        world.say(adapt.describe(adapted, recipe, len(train), len(classes)))
     if world.size != recipe.world_size:
         asked = f"{world.size} processes run, but params.yaml asks for {recipe.world_size} (nproc x dist.nnodes)"
         raise UserError(f"{asked}; run the train stage through dvc repro, which launches them")

@@ -17,7 +17,7 @@ class ModelParams:
     weights: str | None = knob(None)
     weights_sha256: str | None = knob(None)
     image_size: int = knob(64, lo=8, hi=1024)
-    num_channels: int = knob(16, lo=1, hi=1024)
+    num_channels: int | str = knob(AUTO, lo=1, hi=1024, auto=True)
     batchnorm: bool = knob(True)
     dropout: float | str = knob(AUTO, lo=0, hi=1, auto=True)
 
