@@ -3,7 +3,8 @@
 The step budget gives a small training set as many optimiser steps as a large one, so each of its images is
 seen many more times: 20 passes over SIGNS' 800 images, 195 over 80 of them. Seen that often, a few dozen
 images per class are learnt by heart (train accuracy 1.0, val stalled and its loss rising). So every knob set
-to ``auto`` in params.yaml is decided by the train stage from how far the step budget raised the epochs:
+to ``auto`` in params.yaml (but the width, :func:`width`, which the classes decide) is decided by the train
+stage from how far the step budget raised the epochs:
 strength 0 when it raised them less than :data:`ONSET_RAISE`-fold (the recipe as tuned), 1 when it raised them
 :data:`FULL_RAISE`-fold or more, on a log scale between. Each knob moves from its value at strength 0 to its
 value at strength 1 (weight decay on a log scale). A number in params.yaml pins a knob; what the ``auto`` knobs
