@@ -124,7 +124,8 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
         if state[key].shape != tensor.shape:
             raise UserError(
                 f"{what} = {spec!r} does not fit this model: {key!r} is {tuple(state[key].shape)}, "
-                f"the model's {tuple(tensor.shape)}; is it another model size?"
+                f"the model's {tuple(tensor.shape)}; set model.num_channels and model.image_size to those it was "
+                "trained with (its model card or checkpoint params say them)"
             )
     merged = {k: (state[k] if not in_head(k) else v) for k, v in own.items()}
     carried = 0
