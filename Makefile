@@ -109,8 +109,8 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=$(or $(THREADS),2) $(BIN)/python bench/speed.py $(BENCH_ARGS)
 
 # The CUDA path on a real GPU in a few minutes (bench/gpu_check.py; docs/speed.md has the figures): the default and
-# the notes' recipes in auto, fp32 and bf16, two deterministic runs compared byte for byte, the gate's rule against
-# the committed run. Needs the split (dvc repro split). On a GPU box whose Python already has torch, numpy, pandas,
+# the notes' recipes in fp32 and bf16 (auto is one), two deterministic runs compared byte for byte, the gate's rule
+# against the committed run. Needs the split (dvc repro split). On a GPU box whose Python already has torch, numpy, pandas,
 # Pillow, PyYAML and tqdm, without this venv: make gpu-check GPU_PYTHON=python3 GPU_CHECK_ARGS='--out DIR'
 gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 	PYTHONPATH=src $(or $(GPU_PYTHON),$(BIN)/python) bench/gpu_check.py $(GPU_CHECK_ARGS)

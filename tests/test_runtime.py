@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from handsigns import runtime
 from handsigns.errors import UserError
 from handsigns.runtime import (
     DECIDING_KEYS,
@@ -134,3 +135,16 @@ def test_seeding_the_cpu_turns_on_determinism_without_importing_inductor():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "False"]
+
+
+@pytest.mark.skipif(runtime.Path("/proc/driver/nvidia/version").exists(), reason="a real NVIDIA driver answers first")
+def test_the_driver_is_read_from_nvidia_smi_where_proc_has_no_entry(monkeypatch):
+    answer = SimpleNamespace(stdout="580.159.04\n")
+    monkeypatch.setattr(runtime.subprocess, "run", lambda *a, **k: answer)
+    assert runtime.gpu_driver() == "580.159.04"
+
+    def missing(*a, **k):
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(runtime.subprocess, "run", missing)
+    assert runtime.gpu_driver() is None  # no driver: None, not a crash

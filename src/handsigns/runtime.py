@@ -271,13 +271,13 @@ def fingerprint(device: torch.device, precision: str) -> dict[str, Any]:
 def gpu_driver() -> str | None:
     """The NVIDIA driver's version ("580.159.04"), for people: the arithmetic is decided by the GPU, CUDA and
     cuDNN, which the fingerprint holds. None where it cannot be read (no /proc entry: not Linux, or not NVIDIA)."""
+    version = r"(\d+(?:\.\d+)+)"
     try:
-        text = Path("/proc/driver/nvidia/version").read_text()
+        found = re.search(r"Kernel Module\s+(?:for \S+\s+)?" + version, Path("/proc/driver/nvidia/version").read_text())
     except OSError:
-        try:  # a container without the /proc entry still has the driver's tool
+        try:  # a container without the /proc entry still has the driver's tool, which prints the version alone
             query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-            text = "Kernel Module " + subprocess.run(query, capture_output=True, text=True, timeout=10).stdout
+            found = re.match(r"\s*" + version, subprocess.run(query, capture_output=True, text=True, timeout=10).stdout)
         except (OSError, subprocess.SubprocessError):
             return None
-    found = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+(?:\.\d+)+)", text)
     return found.group(1) if found else None
