@@ -114,6 +114,14 @@ def setup(world: World, device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+def finish() -> None:
+    """Wait until every rank has finished its work, so that none closes its connections while another still
+    uses them (gloo's threads abort the process when a peer leaves mid-operation). Only on success: after an
+    error the other ranks may never get here."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

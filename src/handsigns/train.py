@@ -375,6 +375,8 @@ def fit(
         sig = resume.signature(recipe, classes, train, val, device, precision) if resume_path else {}
         record = Record(best_path, meta, live, resume_path, sig)
         progress = run_epochs(model, loop, train, val, record)
+        del model, loop, record  # the DDP reducer goes with the group it holds, not at interpreter exit
+        distributed.finish()
     finally:
         distributed.teardown()
     machine = fingerprint(device, precision)
