@@ -10,26 +10,17 @@ LOCK   := requirements.lock
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install lock repro exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: install lock repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
-# Everything comes from the lock: exact versions, sha256-checked, no resolver (--no-deps). The stamp makes a
-# second `make` instant and reinstalls when the lock or the project's metadata changes.
+# Everything comes from the lock: exact versions, sha256-checked, no resolver; uv installs it (pip where uv cannot
+# run). The stamp makes a second `make` instant and reinstalls when the lock or the project's metadata changes.
 # torch (tools/torch_source.py): on Linux with no NVIDIA GPU, its CPU build from PyTorch's index (1.5 GB, not the
 # lock's 6 GB CUDA build) where that index answers; else, saying so, the lock's. TORCH_INDEX=none: the lock's
 # always; TORCH_INDEX=URL: that index. The rest comes from the lock either way (docs/install.md).
 TORCH_INDEX ?= auto
-$(STAMP): pyproject.toml $(LOCK) tools/torch_source.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	index=$$($(BIN)/python tools/torch_source.py --index '$(TORCH_INDEX)') || exit 1; \
-	if [ -n "$$index" ]; then \
-		$(BIN)/python tools/torch_source.py --without-torch $(LOCK) > $(VENV)/lock-without-torch.txt && \
-		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/lock-without-torch.txt && \
-		$(BIN)/python -m pip install --quiet --index-url "$$index" $(TORCH_PINS); \
-	else \
-		$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK); \
-	fi
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+$(STAMP): pyproject.toml $(LOCK) tools/install.sh tools/torch_source.py
+	tools/install.sh '$(PYTHON)' $(VENV) $(LOCK) '$(TORCH_INDEX)' '$(TORCH_PINS)'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -60,6 +51,12 @@ endif
 exps: $(STAMP)
 	$(BIN)/dvc exp show --no-pager --only-changed --precision 4 --drop '.*/|train_images_per_s$$|.*loss$$|.*macro_f1$$' \
 		--keep '^(test\.accuracy|val\.accuracy|train_seconds|device|device_name|precision)$$' $(EXPS_ARGS)
+
+# A variant as a DVC experiment, without activating the venv (this Makefile puts it first on PATH):
+#   make exp SET='lr=0.01 epochs=20' [NAME=lr-0.01] [EXP_ARGS=--queue]     then `make exps`
+exp: $(STAMP)
+	$(if $(SET),,$(error make exp needs SET=, e.g. make exp SET='lr=0.01'))$(BIN)/dvc exp run \
+		$(foreach s,$(SET),-S '$(s)') $(if $(NAME),-n '$(NAME)') $(EXP_ARGS)
 
 # `make test`, the edit-and-test loop (under a minute): every test not marked slow or e2e. `make test-all` (what
 # .ci/run runs): those first, to fail fast, then the slow and end-to-end ones: every test, each once.

@@ -1,10 +1,12 @@
 """Where `make install` takes torch from (tools/torch_source.py): PyTorch's CPU index on a Linux machine with no
 NVIDIA GPU where that index answers (a real HTTP server on 127.0.0.1 plays it), else the lock, saying why."""
 
+import hashlib
 import platform
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,73 @@ def test_the_lock_less_torch_keeps_every_other_package_with_its_hashes(tmp_path)
     assert out == "".join(
         b for b in blocks if not re.match(r"(torch|torchvision|triton|cuda-[a-z]+|nvidia-(cu|nc|nv)[a-z0-9-]*)==", b)
     )
+
+
+# ------------------------------------------------------------------------------------------- tools/install.sh
+
+INSTALL = REPO / "tools/install.sh"
+
+
+def install(tmp_path: Path, python: str, lock: Path, **env: str) -> subprocess.CompletedProcess:
+    """tools/install.sh as `make install` runs it, into ``tmp_path/venv``, the lock's torch (no index probe)."""
+    return subprocess.run(
+        [str(INSTALL), python, str(tmp_path / "venv"), str(lock), "none", "torch==0 torchvision==0"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
+        timeout=300,
+        check=False,
+    )
+
+
+def test_a_python_older_than_the_project_supports_is_one_line_and_no_venv(tmp_path):
+    old = tmp_path / "python3"  # stock macOS's python3 answers 3.9
+    old.write_text('#!/bin/sh\ncase "$2" in *platform*) echo 3.9.6 ;; *) exit 1 ;; esac\n')
+    old.chmod(0o755)
+    proc = install(tmp_path, str(old), REPO / "requirements.lock")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"make install: {old} is Python 3.9.6; handsigns needs 3.10.12 or newer: install one (python.org, pyenv, "
+        "Homebrew's python@3.12) and run make PYTHON=python3.12"
+    ]
+    assert not (tmp_path / "venv").exists()
+
+
+def tiny_wheel(index: Path) -> str:
+    """A one-module wheel served as ``tinypkg`` from ``index/simple``; its sha256."""
+    wheel = index / "files/tinypkg-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    info = "tinypkg-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("tinypkg/__init__.py", "ANSWER = 42\n")
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", f"tinypkg/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    (index / "simple/tinypkg").mkdir(parents=True)
+    (index / "simple/tinypkg/index.html").write_text(f"<a href='../../files/{wheel.name}'>{wheel.name}</a>\n")
+    return hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_every_package_is_checked_against_the_locks_hash(tmp_path, tampered):
+    """The installer (uv, as `make install` runs it) takes a package from an index only when its bytes have the
+    lock's sha256: a wheel that differs from the locked one is refused and nothing is installed."""
+    uv = REPO / ".venv/bin/uv"
+    if not uv.exists():
+        pytest.skip("needs the project's venv, with uv (make install)")
+    digest = tiny_wheel(tmp_path / "index")
+    if tampered:
+        digest = hashlib.sha256(b"another wheel").hexdigest()
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"tinypkg==1.0 \\\n    --hash=sha256:{digest}\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    (tmp_path / "venv/bin/uv").symlink_to(uv)  # a venv that has uv: no bootstrap from PyPI
+    with http_server(tmp_path / "index") as base:
+        proc = install(tmp_path, sys.executable, lock, UV_DEFAULT_INDEX=f"{base}/simple", UV_NO_CONFIG="1")
+    imported = subprocess.run([str(tmp_path / "venv/bin/python"), "-c", "import tinypkg"], check=False)
+    if tampered:
+        assert proc.returncode != 0
+        assert "hash mismatch" in proc.stderr.lower(), proc.stderr
+        assert imported.returncode != 0
+    else:  # installed; the step after, the project's editable install, needs what this tiny lock lacks
+        assert imported.returncode == 0, proc.stderr
