@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # dvc.yaml runs `python stages/...`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-LOCK   := requirements.lock
+LOCK   := requirements.txt
 # The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(LOCK) tools/install.sh tools/torch_source.py
 
 install: $(STAMP)
 
-# Refresh requirements.lock after changing pyproject.toml's dependencies: one universal lock (every platform
+# Refresh requirements.txt after changing pyproject.toml's dependencies: one universal lock (every platform
 # and Python the project supports) with hashes; versions already locked stay unless UPGRADE=1.
 lock: $(STAMP)
 	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra notebook --extra dev --universal \

@@ -8,8 +8,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-MISSING = "no Chromium here (Debian: apt install chromium; .ci/run installs it)"
+# On PATH (Debian's, Ubuntu's, Chrome's own package), else where macOS installs Chrome (GitHub's macOS runners
+# have it there): shutil.which also takes a full path to an executable.
+MAC_CHROME = "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", MAC_CHROME))), None)
+MISSING = "no Chromium or Chrome here (Debian: apt install chromium; .ci/run installs it)"
 # Without the background-networking flags Chromium keeps dialling Google, and this machine refuses every try.
 FLAGS = [
     "--headless",

@@ -65,7 +65,7 @@ def test_no_gpu_and_no_cpu_index_falls_back_to_the_lock_in_one_line(tmp_path, se
     assert index == ""
     assert len(why.splitlines()) == 1
     assert re.match(r"make install: no NVIDIA GPU, but PyTorch's CPU wheel index \S+ does not answer", why), why
-    assert "torch from requirements.lock, the CUDA build" in why
+    assert "torch from requirements.txt, the CUDA build" in why
 
 
 def test_an_nvidia_gpu_keeps_the_locks_cuda_build(tmp_path):
@@ -73,19 +73,19 @@ def test_an_nvidia_gpu_keeps_the_locks_cuda_build(tmp_path):
         index, why = choose(tmp_path, "--cpu-index", f"{base}/simple", gpu=True)
     assert index == ""
     gpu = "GPU 0: NVIDIA H200 (UUID: GPU-0000)"
-    assert why == f"make install: torch from requirements.lock, the CUDA build: an NVIDIA GPU is present ({gpu})"
+    assert why == f"make install: torch from requirements.txt, the CUDA build: an NVIDIA GPU is present ({gpu})"
 
 
 def test_asked_explicitly_none_or_an_index_is_obeyed_without_probing(tmp_path):
-    assert choose(tmp_path, "--index", "none") == ("", "make install: torch from requirements.lock (TORCH_INDEX=none)")
+    assert choose(tmp_path, "--index", "none") == ("", "make install: torch from requirements.txt (TORCH_INDEX=none)")
     url = f"http://127.0.0.1:{free_port()}/whl"  # nothing listens: an explicit index is not probed
     assert choose(tmp_path, "--index", url) == (url, f"make install: torch from TORCH_INDEX={url}")
 
 
 def test_the_lock_less_torch_keeps_every_other_package_with_its_hashes(tmp_path):
-    lock = (REPO / "requirements.lock").read_text()
+    lock = (REPO / "requirements.txt").read_text()
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--without-torch", str(REPO / "requirements.lock")],
+        [sys.executable, str(SCRIPT), "--without-torch", str(REPO / "requirements.txt")],
         capture_output=True,
         text=True,
         check=True,
@@ -124,7 +124,7 @@ def test_a_python_older_than_the_project_supports_is_one_line_and_no_venv(tmp_pa
     old = tmp_path / "python3"  # stock macOS's python3 answers 3.9
     old.write_text('#!/bin/sh\ncase "$2" in *platform*) echo 3.9.6 ;; *) exit 1 ;; esac\n')
     old.chmod(0o755)
-    proc = install(tmp_path, str(old), REPO / "requirements.lock")
+    proc = install(tmp_path, str(old), REPO / "requirements.txt")
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"make install: {old} is Python 3.9.6; handsigns needs 3.10.12 or newer: install one (python.org, pyenv, "
@@ -158,7 +158,7 @@ def test_every_package_is_checked_against_the_locks_hash(tmp_path, tampered):
     digest = tiny_wheel(tmp_path / "index")
     if tampered:
         digest = hashlib.sha256(b"another wheel").hexdigest()
-    lock = tmp_path / "requirements.lock"
+    lock = tmp_path / "requirements.txt"
     lock.write_text(f"tinypkg==1.0 \\\n    --hash=sha256:{digest}\n")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
     (tmp_path / "venv/bin/uv").symlink_to(uv)  # a venv that has uv: no bootstrap from PyPI

@@ -40,14 +40,14 @@ def test_nothing_refers_to_files_outside_the_project():
 
 
 def _lock_entries() -> dict[str, list[tuple[str, str, int]]]:
-    """name -> [(version, marker, number of hashes)] of requirements.lock (uv pip compile --generate-hashes)."""
+    """name -> [(version, marker, number of hashes)] of requirements.txt (uv pip compile --generate-hashes)."""
     entries: dict[str, list[tuple[str, str, int]]] = {}
-    for block in re.split(r"\n(?=[^\s#])", (REPO / "requirements.lock").read_text()):
+    for block in re.split(r"\n(?=[^\s#])", (REPO / "requirements.txt").read_text()):
         head = block.split("\\", 1)[0].strip()
         if not head or head.startswith("#"):
             continue
         m = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)(?:\s*;\s*(.+))?", head)
-        assert m, f"requirements.lock: not an exact pin: {head!r}"
+        assert m, f"requirements.txt: not an exact pin: {head!r}"
         entries.setdefault(canonicalize_name(m[1]), []).append((m[2], m[3] or "", block.count("--hash=sha256:")))
     return entries
 
@@ -55,7 +55,7 @@ def _lock_entries() -> dict[str, list[tuple[str, str, int]]]:
 def test_the_lock_pins_every_dependency_with_hashes():
     lock = _lock_entries()
     for name, pins in lock.items():
-        assert all(hashes > 0 for _, _, hashes in pins), f"{name} has no hash in requirements.lock"
+        assert all(hashes > 0 for _, _, hashes in pins), f"{name} has no hash in requirements.txt"
     wanted = [Requirement(r) for r in PYPROJECT["dependencies"]]
     wanted += [Requirement(r) for extra in PYPROJECT["optional-dependencies"].values() for r in extra]
     here = default_environment()
@@ -67,9 +67,9 @@ def test_the_lock_pins_every_dependency_with_hashes():
             for v, marker, _ in lock.get(canonicalize_name(req.name), [])
             if not marker or Requirement(f"x; {marker}").marker.evaluate(here)
         ]
-        assert pins, f"{req.name} is a dependency in pyproject.toml but not in requirements.lock: run make lock"
+        assert pins, f"{req.name} is a dependency in pyproject.toml but not in requirements.txt: run make lock"
         assert all(req.specifier.contains(v, prereleases=True) for v in pins), (
-            f"requirements.lock pins {req.name}=={pins[0]}, outside pyproject.toml's {req}: run make lock"
+            f"requirements.txt pins {req.name}=={pins[0]}, outside pyproject.toml's {req}: run make lock"
         )
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make install`: .venv from requirements.lock, every package checked against the lock's sha256 hashes.
+# `make install`: .venv from requirements.txt, every package checked against the lock's sha256 hashes.
 #   tools/install.sh PYTHON VENV LOCK TORCH_INDEX "TORCH_PINS"
 # The installer is uv (seconds, and a second clone reuses its cache), itself installed by pip from the lock's
 # hashed uv entry; where no uv wheel runs, pip installs everything from the same lock. Where torch comes from:

@@ -5,7 +5,7 @@ NVIDIA GPU needs only the CPU build (about 1.5 GB), which PyTorch serves from it
 before the venv has anything in it (standard library only) and decides:
 
     python tools/torch_source.py --index auto     # prints the index to take torch from, or nothing: the lock
-    python tools/torch_source.py --without-torch requirements.lock   # the lock less torch and its CUDA wheels
+    python tools/torch_source.py --without-torch requirements.txt   # the lock less torch and its CUDA wheels
 
 ``--index``: ``auto`` (the CPU index on a Linux machine with no NVIDIA GPU, where that index answers), ``none``
 (the lock's torch) or a URL (that index). One line on stderr says what was chosen and why.
@@ -54,7 +54,7 @@ def answers(index: str) -> str | None:
 
 def choose(asked: str, cpu_index: str, system: str, gpu: str | None, probe) -> tuple[str, str]:
     """(index, why): the index to take torch from ('' = the lock) and the line that says so."""
-    lock = "torch from requirements.lock"
+    lock = "torch from requirements.txt"
     if asked == "none":
         return "", f"{lock} (TORCH_INDEX=none)"
     if asked != "auto":
