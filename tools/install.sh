@@ -18,7 +18,7 @@ if ! "$python" -c "import sys; sys.exit(sys.version_info < (${oldest//./, }))" 2
 fi
 [ -x "$bin/python" ] || "$python" -m venv "$venv"
 
-# uv, pinned by the lock's hashes. A venv that uv synced has no pip (the lock does not list it): uv is there.
+# uv, pinned by the lock's hashes (a venv that has it from an earlier install keeps it: the lock lists uv).
 if ! "$bin/uv" --version >/dev/null 2>&1; then
     awk '/^uv==/ {keep = 1; print; next} keep && /^ / {print; next} {keep = 0}' "$lock" >"$venv/uv.txt"
     "$bin/python" -m pip install --quiet --require-hashes --no-deps -r "$venv/uv.txt" ||
