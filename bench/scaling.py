@@ -1,4 +1,4 @@
-"""Scale-out figures, side by side in one run (issue 12; `make bench-scaling`):
+"""Scale-out figures, side by side in one run (`make bench-scaling`):
 
 1. the streaming data path against the in-memory one on a generated image folder (default 50,000 JPEGs at
    128 px, 10 classes): one epoch of training batches (indexing or decoding, then the augmentation), in

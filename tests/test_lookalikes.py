@@ -1,4 +1,4 @@
-"""Look-alike images are not copies (issue 21): a set of many small, simple, distinct images of a few strokes
+"""Look-alike images are not copies: a set of many small, simple, distinct images of a few strokes
 each, like scanned digits, splits at the asked fractions with no duplicate reported, while re-encoded,
 resized and brightened copies planted in it are still caught."""
 
@@ -40,7 +40,7 @@ def lookalikes(root: Path) -> Path:
 
 
 def old_hash_pairs(root: Path) -> int:
-    """Pairs within 17 of 256 bits of the 16x16 difference hash the split used before issue 21."""
+    """Pairs within 17 of 256 bits of the 16x16 difference hash the split used before commit 9f15b5d."""
     bits = []
     for path in sorted(root.rglob("*.png")):
         grey = np.asarray(Image.open(path).convert("L").resize((17, 16), Image.Resampling.BOX), np.int16)

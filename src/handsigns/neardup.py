@@ -9,19 +9,18 @@ gradient) is taken out (:func:`detail`). A faint shape or a small mark on a plai
 few grey levels, so two different ones can be close in absolute terms, but not relative to how little the
 images hold beyond their background.
 
-Why pixels and not a perceptual hash (this module used a 256-bit difference hash until issue 21): the hash
-both missed copies and invented them. On the 64 px SIGNS photos it missed most re-encodes (a JPEG at quality 50
-or a half-size copy was within its 17-bit threshold 37 % and 40 % of the time), and on 1,797 small scans of
-handwritten digits it called 13,190 pairs of distinct images "the same": a low-detail image has few informative
+Why pixels and not a perceptual hash (this module used a 256-bit difference hash until commit 9f15b5d, 2026-12-02):
+the hash both missed copies and invented them. On the 64 px SIGNS photos it missed most re-encodes (a JPEG at
+quality 50 or a half-size copy was within its 17-bit threshold 37 % and 40 % of the time), and on 1,797 small scans
+of handwritten digits it called 13,190 pairs of distinct images "the same": a low-detail image has few informative
 gradients, so two writings of a "1" hash alike. Measured on those two sets and on copies made to order
-(``docs/data.md``): re-encodes and resizes differ by at most 0.009, a quarter-size copy by 0.021, a 10 %
-brightness or contrast change by 0.023, SIGNS' burst shots (consecutive photo numbers) by 0.012 to 0.03, and
-the closest two distinct digits by 0.042. The limit sits between. Relative to their detail, SIGNS' burst shots
-differ by at most 0.245 (0.223 in grey at 28 px); generated look-alikes the absolute limit alone pairs
-(thousands, most across classes) by at least 0.349 (two Zs of the same size): 0.3 sits between. Relative to
-the plain standard deviation (this module's rule until the small-letters set of ``bench/generality.py``) a
-mark on a colour gradient passed: the gradient is contrast, not detail (two letters a tenth of the image's
-height, a D and an F, 0.248).
+(``docs/data.md``): re-encodes and resizes differ by at most 0.009, a quarter-size copy by 0.021, a 10 % brightness
+or contrast change by 0.023, SIGNS' burst shots (consecutive photo numbers) by 0.012 to 0.03, and the closest two
+distinct digits by 0.042. The limit sits between. Relative to their detail, SIGNS' burst shots differ by at most
+0.245 (0.223 in grey at 28 px); generated look-alikes the absolute limit alone pairs (thousands, most across
+classes) by at least 0.349 (two Zs of the same size): 0.3 sits between. Relative to the plain standard deviation
+(this module's rule until the small-letters set of ``bench/generality.py``) a mark on a colour gradient passed: the
+gradient is contrast, not detail (two letters a tenth of the image's height, a D and an F, 0.248).
 
 The search is exact and machine-independent: thumbnails hold integers 0..255, so every dot product of two
 (at most 256 x 255^2 < 2^24) is computed exactly in float32 whatever the order of the sums, and the tests run
