@@ -289,7 +289,7 @@ def train_and_export(
     overridden (nested dicts merged)."""
     import torch
 
-    from handsigns import checkpoint
+    from handsigns import checkpoint, ood
     from handsigns.dataset import Split, decode_all
     from handsigns.evaluate import calibrate, evaluate_split
     from handsigns.export import export_verified
@@ -324,7 +324,10 @@ def train_and_export(
     predictions.to_csv(root / "metrics/eval/predictions_test.csv", index=False, lineterminator="\n")
     scored = (logprobs, test.labels.numpy())
     evaluation = {"val": metrics, "test": metrics, "calibration": calibrate(scored, scored)[0]}
-    export_verified(module, ckpt, size, test.images, evaluation, {}, models)
+    splits, checks = {"train": train, "val": test, "test": test}, recipe_params.ood
+    evaluation["ood"] = ood.report(module, splits, len(classes), checks, size, 64)
+    detector = ood.fit_model(module, train, test, len(classes), checks.max_val_flagged, 64) if checks.check else None
+    export_verified(module, ckpt, size, test.images, evaluation, {}, models, detector)
     return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in files.items()})
 
 
@@ -343,3 +346,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
         for name in picked["train"] + picked["test"]:
             zf.extract(name, root / "data/raw")
     return train_and_export(root, list("012345"), picked)
+
+
+def outlier_folder(folder: Path, size: int, per_set: int) -> Path:
+    """handsigns.outliers' pictures as PNG files in ``folder``, as a user would hand them to predict."""
+    from PIL import Image
+
+    from handsigns import outliers
+
+    folder.mkdir()
+    for name, pixels in outliers.sets(size, per_set=per_set).items():
+        for i, picture in enumerate(pixels):
+            Image.fromarray(picture).save(folder / f"{name}-{i}.png")
+    return folder

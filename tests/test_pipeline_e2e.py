@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, dvc, make_project, run
+from conftest import REPO, dvc, make_project, outlier_folder, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,6 +73,7 @@ def test_dvc_shows_the_headline_figures_only(repo):
         "metrics/runtime.json:world_size",
         *(f"metrics/runtime.json:{k} (not a number)" for k in ("device", "device_name", "precision")),
         *(f"metrics/eval.json:{s}.{k}" for s in ("val", "test") for k in ("accuracy", "macro_f1", "loss", "ece")),
+        *(f"metrics/eval.json:ood.{k}" for k in ("test_flagged", "auroc", "caught")),
     }
 
 
@@ -103,6 +104,16 @@ def test_predict_labels_the_120_test_jpegs(repo):
     truth = pd.read_csv(repo / "metrics/eval/predictions_test.csv", dtype=str).set_index("path")["predicted"]
     by_name = {r["path"].split("data/raw/", 1)[1]: r["label"] for r in records}
     assert by_name == truth.to_dict()  # predict (onnxruntime) == evaluate (torch), image by image
+
+
+def test_the_check_flags_few_signs_and_predict_flags_pictures_that_are_not_hands(repo, tmp_path):
+    checked = json.loads((repo / "metrics/eval.json").read_text())["ood"]
+    print(f"\nood check, 3 epochs: {checked}")
+    assert checked["test_flagged"] <= 0.1 and checked["caught"] >= 0.9 and checked["auroc"] >= 0.95
+    folder = outlier_folder(tmp_path / "not-hands", 64, 10)
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--json", str(folder)], repo)
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 50 and sum(r["unsure"] for r in records) >= 45
 
 
 def test_exp_run_lr_reruns_only_the_model_stages(repo):

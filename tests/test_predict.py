@@ -51,8 +51,9 @@ def test_predict_good_and_bad_files(tiny_model, tmp_path):
         "small.bmp",
     ]
     for line in lines:
-        _path, label, prob = line.split("\t")
+        _path, label, prob, verdict, score = line.split("\t")  # the last pair: the out-of-distribution check
         assert label in tiny_model.classes and 0 < float(prob) <= 1
+        assert verdict == ("unsure" if float(score) > 1 else "sure")
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
     assert any("broken.jpg" in e for e in errors) and any("missing.png" in e for e in errors)

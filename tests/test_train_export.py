@@ -162,8 +162,8 @@ def test_failed_export_check_leaves_the_previous_export_untouched(tiny_model, tm
     shutil.copytree(tiny_model.best.parent, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     module, ckpt = load_model(out / "best.pt")
-    real = export.onnx_probabilities
-    monkeypatch.setattr(export, "onnx_probabilities", lambda path, px: real(path, px)[:, ::-1])  # runtimes disagree
+    real = export.onnx_outputs
+    monkeypatch.setattr(export, "onnx_outputs", lambda *a: [o[..., ::-1] for o in real(*a)])  # runtimes disagree
     with pytest.raises(UserError, match="export check failed"):
         export_verified(module, ckpt, 16, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, {}, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -16,6 +16,8 @@ import torch
 from handsigns.errors import UserError
 from handsigns.files import atomic_path, write_json
 from handsigns.model import Classifier
+from handsigns.ood import OUTPUT_NAME as SCORE_NAME
+from handsigns.ood import UNSURE_ABOVE, Detector, Scored
 from handsigns.paths import CARD, ONNX, SAFETENSORS
 
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
@@ -32,16 +34,26 @@ def save_safetensors(module: torch.nn.Module, path: Path, metadata: dict) -> Non
         save_file(tensors, str(tmp), metadata={"handsigns": json.dumps(metadata, sort_keys=True)})
 
 
-def save_onnx(module: Classifier, image_size: int, path: Path) -> None:
+def exported(module: Classifier, detector: Detector | None) -> torch.nn.Module:
+    """What the ONNX graph computes: the classifier, and the out-of-distribution score beside it when there is
+    a detector (ood.check)."""
+    return Scored(module, detector).eval() if detector is not None else module
+
+
+def output_names(detector: Detector | None) -> list[str]:
+    return [OUTPUT_NAME, SCORE_NAME] if detector is not None else [OUTPUT_NAME]
+
+
+def save_onnx(module: Classifier, image_size: int, path: Path, detector: Detector | None = None) -> None:
     example = torch.zeros((2, 3, image_size, image_size), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65_536)
     with atomic_path(path) as tmp:
         program = torch.onnx.export(
-            module,
+            exported(module, detector),
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=output_names(detector),
             dynamic_shapes=({0: batch},),
             opset_version=OPSET,
             external_data=False,
@@ -73,33 +85,53 @@ def _drop_stack_traces(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_probabilities(path: Path, pixels: np.ndarray) -> np.ndarray:
+def onnx_outputs(path: Path, pixels: np.ndarray, names: list[str]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
+    return session.run(names, {INPUT_NAME: pixels})
 
 
-def verify(module: Classifier, onnx_path: Path, pixels: torch.Tensor, atol: float = 1e-4) -> dict:
-    """Run both runtimes on ``pixels`` (N x 3 x S x S uint8); raise UserError unless they agree."""
+def verify(
+    module: Classifier, onnx_path: Path, pixels: torch.Tensor, detector: Detector | None = None, atol: float = 1e-4
+) -> dict:
+    """Run both runtimes on ``pixels`` (N x 3 x S x S uint8); raise UserError unless they agree: the same labels,
+    probabilities within ``atol`` and, with a detector, the same flags and scores within ``atol`` of each score's
+    size (the scores are distances, about 1 near the threshold)."""
     with torch.no_grad():
-        expected = module(pixels).numpy()
-    got = onnx_probabilities(onnx_path, pixels.numpy())
-    max_diff = float(np.abs(expected - got).max()) if len(pixels) else 0.0
-    same = int((expected.argmax(1) == got.argmax(1)).sum())
+        out = exported(module, detector)(pixels)
+    expected = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+    got = onnx_outputs(onnx_path, pixels.numpy(), output_names(detector))
+    max_diff = float(np.abs(expected[0] - got[0]).max()) if len(pixels) else 0.0
+    same = int((expected[0].argmax(1) == got[0].argmax(1)).sum())
     if same != len(pixels) or max_diff > atol:
         raise UserError(
             f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - same} of "
             f"{len(pixels)} labels, max probability difference {max_diff:.2e} (tolerance {atol:g})"
         )
-    return {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
+    check = {"images": len(pixels), "labels_equal": same, "max_probability_diff": max_diff, "tolerance": atol}
+    if detector is None:
+        return check
+    ours, theirs = expected[1], got[1]
+    score_diff = float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(ours))).max()) if len(pixels) else 0.0
+    # A score within the tolerance of the threshold may fall either side of it: rounding, not disagreement.
+    moot = np.abs(ours - UNSURE_ABOVE) <= atol
+    flags = int(((ours > UNSURE_ABOVE) == (theirs > UNSURE_ABOVE) | moot).sum())
+    if score_diff > atol or flags != len(pixels):
+        raise UserError(
+            f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - flags} of {len(pixels)} "
+            f"out-of-distribution flags, max relative score difference {score_diff:.2e} (tolerance {atol:g})"
+        )
+    return check | {"flags_equal": flags, "max_ood_score_diff": score_diff}
 
 
-def check_committed(module: Classifier, classes: list[str], pixels: torch.Tensor) -> dict:
+def check_committed(
+    module: Classifier, classes: list[str], pixels: torch.Tensor, detector: Detector | None = None
+) -> dict:
     """The export check on an export made elsewhere (pulled from a DVC remote): the model card must name the
     checkpoint's ``classes``, model.safetensors must hold exactly ``module``'s weights (the checkpoint's), and
-    model.onnx must agree with it on ``pixels`` as :func:`verify` requires. A UserError names what does not
-    match."""
+    model.onnx must agree with it (and ``detector``, refitted here) on ``pixels`` as :func:`verify` requires. A
+    UserError names what does not match."""
     from safetensors.torch import load_file
 
     for path in (SAFETENSORS, ONNX, CARD):
@@ -117,15 +149,33 @@ def check_committed(module: Classifier, classes: list[str], pixels: torch.Tensor
             f"export check failed: {SAFETENSORS} does not hold {len(differ)} of the checkpoint's tensors "
             f"({', '.join(differ[:3])}): it was not exported from this models/best.pt"
         )
-    return verify(module, ONNX, pixels)
+    return verify(module, ONNX, pixels, detector)
 
 
 HEADLINE = ("accuracy", "loss", "macro_f1", "ece")  # of metrics/eval.json's val and test, into the card
 
 
-def model_card(ckpt: dict, image_size: int, evaluation: dict, data: dict, check: dict) -> dict:
-    """The card: what the model takes and gives, how it was made, and ``evaluation``'s headline figures
-    (metrics/eval.json) and temperature (under ``calibration``: metrics/eval/calibration.json)."""
+def ood_card(detector: Detector | None, evaluation: dict | None) -> dict | None:
+    """The card's ``ood`` section: where the score is and what it costs (evaluate's figures,
+    metrics/eval/ood.json); None when the model has no check (ood.check: false)."""
+    if detector is None:
+        return None
+    return {
+        "output": SCORE_NAME,
+        "unsure_above": UNSURE_ABOVE,
+        "meaning": "Mahalanobis distance of the penultimate features to the nearest class mean, over the "
+        "distance that max_val_flagged of the val images exceed (handsigns.ood)",
+        "threshold_distance": detector.threshold,
+        **{k: v for k, v in (evaluation or {}).items() if k != "threshold_distance"},
+    }
+
+
+def model_card(
+    ckpt: dict, image_size: int, evaluation: dict, data: dict, check: dict, detector: Detector | None = None
+) -> dict:
+    """The card: what the model takes and gives, how it was made, ``evaluation``'s headline figures
+    (metrics/eval.json), temperature (under ``calibration``: metrics/eval/calibration.json) and out-of-distribution
+    check (under ``ood``: metrics/eval/ood.json)."""
     import onnxruntime
 
     calibration = evaluation["calibration"]
@@ -152,6 +202,7 @@ def model_card(ckpt: dict, image_size: int, evaluation: dict, data: dict, check:
             "test_ece_before": evaluation["test"]["ece"],
             "test_ece_after": calibration["test_ece"],
         },
+        "ood": ood_card(detector, evaluation.get("ood")),
         "image_size": image_size,
         "normalisation": ckpt["normalisation"],
         "normalisation_inside_model": True,
@@ -180,16 +231,18 @@ def export_verified(
     evaluation: dict,
     data: dict,
     out_dir: Path,
+    detector: Detector | None = None,
 ) -> dict:
-    """Write model.safetensors, model.onnx and model.json into ``out_dir`` only once ONNX Runtime agrees
-    with PyTorch on ``test_pixels``; a failed check leaves the previous export untouched."""
+    """Write model.safetensors, model.onnx (with ``detector``'s score when given) and model.json into ``out_dir``
+    only once ONNX Runtime agrees with PyTorch on ``test_pixels``; a failed check leaves the previous export
+    untouched."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
     try:
         save_safetensors(module, staging / SAFETENSORS.name, {"classes": ckpt["classes"], "image_size": image_size})
-        save_onnx(module, image_size, staging / ONNX.name)
-        check = verify(module, staging / ONNX.name, test_pixels)
-        write_json(staging / CARD.name, model_card(ckpt, image_size, evaluation, data, check))
+        save_onnx(module, image_size, staging / ONNX.name, detector)
+        check = verify(module, staging / ONNX.name, test_pixels, detector)
+        write_json(staging / CARD.name, model_card(ckpt, image_size, evaluation, data, check, detector))
         for name in (SAFETENSORS.name, ONNX.name, CARD.name):  # the card last: it vouches for the rest
             os.replace(staging / name, out_dir / name)
     finally:

@@ -36,6 +36,7 @@ EVAL_DETAILS = Path("metrics/eval")  # per-class and per-image tables, the miscl
 # The right test images beside their occlusion maps: a picture of ~0.5 MB, so in DVC's cache, not in git
 EXPLAINED = Path("metrics/gallery/explained_test.png")
 CALIBRATION = EVAL_DETAILS / "calibration.json"  # the temperature fitted on val; the export stage puts it in the card
+OOD_REPORT = EVAL_DETAILS / "ood.json"  # the out-of-distribution check: threshold, flagged, caught; into the card too
 
 # export
 MODELS = Path("models")

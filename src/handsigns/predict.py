@@ -3,7 +3,8 @@ the Python API::
 
     from handsigns import Predictor
     p = Predictor("models/model.onnx")
-    p.predict("foto.jpg")              # Prediction(label='3', probability=0.97, probabilities={'0': ..., ...})
+    p.predict("foto.jpg")              # Prediction(label='3', probability=0.97, probabilities={'0': ..., ...},
+                                       #            ood_score=0.42, unsure=False)
     p.predict(["a.jpg", pil_image, array])   # one Prediction each
 
 Decoding goes through :func:`handsigns.imaging.load_rgb` (files) and :func:`handsigns.imaging.fit` (PIL images
@@ -38,6 +39,10 @@ class Prediction:
     label: str  # the most probable class
     probability: float  # its probability
     probabilities: dict[str, float]  # every class's, in the model's class order
+    # How unlike the training images the picture is (handsigns.ood): above 1, ``unsure``: the label is not to be
+    # trusted. None for a model exported without the check (ood.check: false, or an older export).
+    ood_score: float | None = None
+    unsure: bool = False
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable (label, probability), most probable first; ties in class order."""
@@ -67,6 +72,9 @@ class Predictor:
             self.output_name: str = card["output"]["name"]
             # A card from before calibration has none: its probabilities are the network's own.
             self.temperature: float = float(card.get("calibration", {}).get("temperature", 1.0)) if calibrated else 1.0
+            ood = card.get("ood") or {}
+            self.ood_output: str | None = ood.get("output")  # None: this model has no out-of-distribution check
+            self.unsure_above: float = float(ood.get("unsure_above", 1.0))
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(
                 f"{card_path} is not a handsigns model card ({type(exc).__name__}: {exc}); "
@@ -83,11 +91,13 @@ class Predictor:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         takes = [list(i.shape[1:]) for i in inputs if i.name == self.input_name]
         gives = [o.shape[-1] for o in outputs if o.name == self.output_name]
+        scores = [o.name for o in outputs if o.name == self.ood_output]
         size = self.image_size
-        if takes != [[3, size, size]] or gives != [len(self.classes)]:
+        if takes != [[3, size, size]] or gives != [len(self.classes)] or len(scores) != (self.ood_output is not None):
             ins = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
             outs = ", ".join(f"{o.name} {list(o.shape)}" for o in outputs)
             says = f"the card says {len(self.classes)} classes from {size}x{size} images"
+            says += f" and an output {self.ood_output}" if self.ood_output else ""
             raise UserError(
                 f"{card_path} does not describe {model_path}: {says}, the model is {ins} -> {outs}; "
                 "use the card exported with it (dvc repro export)"
@@ -96,7 +106,9 @@ class Predictor:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities, at the card's
         temperature."""
-        probs = self._network(pixels)
+        return self._calibrated(self._network(pixels))
+
+    def _calibrated(self, probs: np.ndarray) -> np.ndarray:
         if self.temperature == 1.0:
             return probs
         return np.exp(calibration.scale(calibration.log_of(probs), self.temperature))
@@ -107,17 +119,24 @@ class Predictor:
 
     def _network(self, pixels: np.ndarray) -> np.ndarray:
         """The ONNX model's own output: N x classes softmax probabilities (float32)."""
+        return self._run(pixels, [self.output_name])[0]
+
+    def _run(self, pixels: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return self.session.run(outputs, {self.input_name: batch})
 
     def predictions(self, pixels: np.ndarray) -> list[Prediction]:
         """``pixels``: N x S x S x 3 uint8 (as :meth:`pixels` gives) -> one :class:`Prediction` each: the one
         place probabilities become labels, for the API, ``handsigns predict`` and ``handsigns serve``."""
+        found = self._run(pixels, [self.output_name, *([self.ood_output] if self.ood_output else [])])
+        scores = found[1] if self.ood_output else None
         out = []
-        for p in self.probabilities(pixels):
+        for i, p in enumerate(self._calibrated(found[0])):
             best = int(np.argmax(p))
             every = {c: float(q) for c, q in zip(self.classes, p, strict=True)}
-            out.append(Prediction(self.classes[best], float(p[best]), every))
+            score = None if scores is None else float(scores[i])
+            unsure = score is not None and score > self.unsure_above
+            out.append(Prediction(self.classes[best], float(p[best]), every, score, unsure))
         return out
 
     def pixels(self, image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray) -> np.ndarray:
@@ -190,6 +209,8 @@ def run(
 
         explain.mkdir(parents=True, exist_ok=True)
     k = max(1, min(top_k, len(predictor.classes)))
+    if predictor.ood_output is None:
+        print(f"predict: {model} has no out-of-distribution check (ood.check: false, or an older export)", file=err)
     failures = 0
     pending: list[tuple[str, np.ndarray]] = []
 
@@ -204,12 +225,17 @@ def run(
                 with atomic_path(explain / explained_name(path)) as tmp:
                     overlay(pixels, heat).save(tmp, format="PNG")
             if as_json:
-                record = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
+                record: dict[str, Any] = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
                 if k > 1:
                     record["top_k"] = [{"label": c, "probability": round(q, 6)} for c, q in top]
+                if prediction.ood_score is not None:
+                    record |= {"ood_score": round(prediction.ood_score, 4), "unsure": prediction.unsure}
                 print(json.dumps(record, ensure_ascii=False), file=out)
             else:
-                print(f"{path}\t" + "\t".join(f"{c}\t{q:.4f}" for c, q in top), file=out)
+                pairs = [(c, f"{q:.4f}") for c, q in top]
+                if prediction.ood_score is not None:  # one more (word, number) pair: the check's verdict
+                    pairs.append(("unsure" if prediction.unsure else "sure", f"{prediction.ood_score:.2f}"))
+                print(f"{path}\t" + "\t".join(f"{a}\t{b}" for a, b in pairs), file=out)
         out.flush()
         pending.clear()
 

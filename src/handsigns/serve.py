@@ -52,9 +52,10 @@ def facts(predictor: Predictor, model: Path) -> dict:
 
 
 def label(predictor: Predictor, data: bytes) -> dict:
-    """The answer to one upload: top labels with probabilities, every probability, the image as the model
-    sees it and where it looked (PNGs, base64). Decoded and labelled as `handsigns predict` does
-    (``Predictor.pixels``, ``Predictor.predictions``); raises a decode error for what is not an image."""
+    """The answer to one upload: top labels with probabilities, every probability, whether the picture is unlike
+    the training images (``unsure``), the image as the model sees it and where it looked (PNGs, base64). Decoded
+    and labelled as `handsigns predict` does (``Predictor.pixels``, ``Predictor.predictions``); raises a decode
+    error for what is not an image."""
     pixels = predictor.pixels(data)
     (prediction,) = predictor.predictions(pixels[None])
     heat, _ = occlusion(predictor, pixels)  # not Predictor.explain: the pixels are decoded already
@@ -63,6 +64,8 @@ def label(predictor: Predictor, data: bytes) -> dict:
         "probability": prediction.probability,
         "top": [{"label": c, "probability": p} for c, p in prediction.top(TOP)],
         "probabilities": prediction.probabilities,
+        "ood_score": prediction.ood_score,  # None: the model has no out-of-distribution check
+        "unsure": prediction.unsure,
         "model_input": png_url(pixels),
         "looks": png_url(heatmap(pixels, heat)),  # where the model looked: its occlusion map over the input
     }

@@ -1,6 +1,6 @@
 """The recipe: the knobs of the train, evaluate and export stages. Top-level ``seed``, ``lr``, ``epochs``,
 ``batch_size``, ``nproc`` (top level as in the design card: ``dvc exp run -S lr=0.01``) and sections ``model``,
-``train``, ``dist`` and ``evaluate``."""
+``train``, ``dist``, ``evaluate`` and ``ood``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,12 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class OodParams:
+    check: bool = knob(True)
+    max_val_flagged: float = knob(0.05, lo=0, hi=0.5, lo_open=True)
+
+
+@dataclass(frozen=True)
 class RecipeParams:
     """Everything the model half reads from params.yaml: the top level, less the other stages' sections."""
 
@@ -84,6 +90,7 @@ class RecipeParams:
     train: TrainParams = TrainParams()
     dist: DistParams = DistParams()
     evaluate: EvalParams = EvalParams()
+    ood: OodParams = OodParams()
 
     @property
     def world_size(self) -> int:

@@ -18,6 +18,10 @@ function showAnswer(answer) {
   $("looks").src = answer.looks;
   $("label").textContent = answer.label;
   $("probability").textContent = percent(answer.probability);
+  // Unlike the training images (handsigns.ood): no label is the honest answer; the bars stay, as guesses.
+  $("answer").hidden = answer.unsure;
+  $("unsure").hidden = !answer.unsure;
+  $("unsure-score").textContent = answer.unsure ? `(score ${answer.ood_score.toFixed(2)}; above 1 is unlike them)` : "";
   const top = $("top");
   top.replaceChildren();
   for (const { label, probability } of answer.top) {
