@@ -84,6 +84,7 @@ def results(workdir: Path) -> dict:
         **train,
         "val": ev["val"],
         "test": ev["test"],
+        "ood": ev.get("ood"),  # the out-of-distribution check: test flagged, outliers caught (absent: ood.check off)
         "test_images": len(test),
         "test_errors": int((test["actual"] != test["predicted"]).sum()),
         "seconds": runtime["train_seconds"],

@@ -18,7 +18,7 @@ from test_odd_images import write_odd_files
 from handsigns import Predictor
 from handsigns.serve import MAX_UPLOAD, make_server
 
-from conftest import REQUIRED_IN_CI, bomb_jpeg, run
+from conftest import REQUIRED_IN_CI, bomb_jpeg, outlier_folder, run
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,16 @@ def test_the_page_in_a_real_browser_labels_a_signs_photo_and_shows_a_bad_upload(
         assert sizes == [[size, True], [size, True]]
         assert page.get_attribute("#looks", "src") != page.get_attribute("#seen", "src")
         print(f"\npage: {photo.name} -> {shown[0]} {shown[1]}")
+        assert page.is_hidden("#unsure") == (not expected.unsure)
+        # a picture unlike the training images: the message instead of a label (the most unlike of a few, for
+        # this 2-epoch model flags only some; the real model's catch rate is test_pipeline_e2e's)
+        pictures = sorted(outlier_folder(tmp_path / "not-hands", 64, 2).iterdir())
+        predictor = Predictor(model)
+        unlike = max(pictures, key=lambda p: predictor.predict(p).ood_score)
+        assert predictor.predict(unlike).unsure
+        page.set_input_files("#file", str(unlike))
+        page.wait_for_selector("#unsure:not([hidden])")
+        assert page.is_hidden("#answer") and "does not look like the pictures I learned" in page.inner_text("#unsure")
         (tmp_path / "notes.jpg").write_text("not a photo")
         page.set_input_files("#file", str(tmp_path / "notes.jpg"))
         page.wait_for_selector("#error:not([hidden])")
