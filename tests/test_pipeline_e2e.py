@@ -6,6 +6,7 @@ the wiring, not the accuracy (the README reports the accuracy of the default par
 
 import json
 import shlex
+import shutil
 import sys
 
 import pandas as pd
@@ -114,6 +115,22 @@ def test_the_check_flags_few_signs_and_predict_flags_pictures_that_are_not_hands
     proc = run([sys.executable, "-m", "handsigns.cli", "predict", "--json", str(folder)], repo)
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 50 and sum(r["unsure"] for r in records) >= 45
+
+
+def test_turning_the_check_off_reruns_evaluate_and_export_only_and_predict_says_so(repo, tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-qm", "baseline run"], copy)
+    proc = dvc(copy, "exp", "run", "-S", "ood.check=false")
+    ran = {s for s in ("download", "split", "train", "evaluate", "export") if f"Running stage '{s}'" in proc.stdout}
+    assert ran == {"evaluate", "export"}, proc.stdout
+    assert json.loads((copy / "metrics/eval/ood.json").read_text()) == {"check": False}
+    assert "ood" not in json.loads((copy / "metrics/eval.json").read_text())
+    assert json.loads((copy / "models/model.json").read_text())["ood"] is None
+    photo = next((copy / "data/raw").rglob("test_signs/*.jpg"))
+    proc = run([sys.executable, "-m", "handsigns.cli", "predict", str(photo)], copy)
+    assert "has no out-of-distribution check" in proc.stderr and len(proc.stdout.split("\t")) == 3
 
 
 def test_exp_run_lr_reruns_only_the_model_stages(repo):
