@@ -7,30 +7,41 @@ STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCK   := requirements.txt
-# The torch release the committed baseline ran on; `make lock` holds it (it is also this machine's pip cap).
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# torch's CPU build (PyTorch's own index: 1.5 GB, not the lock's 6 GB CUDA build), hash-pinned as the lock is
+CPU_LOCK  := requirements-cpu.txt
+CPU_INDEX := https://download.pytorch.org/whl/cpu
+# The torch release the committed baseline ran on: both locks are compiled with it as a constraint.
+TORCH_PINS := tools/torch-pins.txt
 
-.PHONY: install lock repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: install lock lock-cpu repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
-# Everything comes from the lock: exact versions, sha256-checked, no resolver; uv installs it (pip where uv cannot
-# run). The stamp makes a second `make` instant and reinstalls when the lock or the project's metadata changes.
-# torch (tools/torch_source.py): on Linux with no NVIDIA GPU, its CPU build from PyTorch's index (1.5 GB, not the
-# lock's 6 GB CUDA build) where that index answers; else, saying so, the lock's. TORCH_INDEX=none: the lock's
-# always; TORCH_INDEX=URL: that index. The rest comes from the lock either way (docs/install.md).
+# Everything comes from the locks: exact versions, sha256-checked, no resolver; uv installs them (pip where uv
+# cannot run). The stamp makes a second `make` instant and reinstalls when a lock or the project's metadata
+# changes. torch (tools/torch_source.py): on Linux with no NVIDIA GPU, the CPU build from requirements-cpu.txt
+# (PyTorch's index) where that index answers; else, saying so, the lock's. TORCH_INDEX=none: the lock's always;
+# TORCH_INDEX=URL: requirements-cpu.txt from that index (a mirror). The rest comes from the lock either way.
 TORCH_INDEX ?= auto
-$(STAMP): pyproject.toml $(LOCK) tools/install.sh tools/torch_source.py
-	tools/install.sh '$(PYTHON)' $(VENV) $(LOCK) '$(TORCH_INDEX)' '$(TORCH_PINS)'
+$(STAMP): pyproject.toml $(LOCK) $(wildcard $(CPU_LOCK)) tools/install.sh tools/torch_source.py
+	tools/install.sh '$(PYTHON)' $(VENV) $(LOCK) '$(TORCH_INDEX)' $(CPU_LOCK)
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Refresh requirements.txt after changing pyproject.toml's dependencies: one universal lock (every platform
-# and Python the project supports) with hashes; versions already locked stay unless UPGRADE=1.
+# Refresh the locks after changing pyproject.toml's dependencies: requirements.txt, one universal lock (every
+# platform and Python the project supports) with hashes, by the command its header names (Dependabot re-runs
+# it); then requirements-cpu.txt where PyTorch's CPU index answers. Versions already locked stay unless UPGRADE=1.
 lock: $(STAMP)
-	printf '%s\n' $(TORCH_PINS) | $(BIN)/uv pip compile pyproject.toml --extra pipeline --extra notebook --extra dev --universal \
-		--python-version 3.10 --generate-hashes --constraint /dev/stdin --custom-compile-command 'make lock' --quiet \
-		$(if $(UPGRADE),--upgrade) --output-file $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra notebook --group dev --constraint $(TORCH_PINS) \
+		--universal --python-version 3.10 --generate-hashes --quiet $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
+	@$(BIN)/python tools/torch_source.py --probe $(CPU_INDEX) && $(MAKE) --no-print-directory lock-cpu || \
+		echo "make lock: $(CPU_LOCK) kept as it is: $(CPU_INDEX) does not answer here" >&2
+
+# torch and torchvision's CPU wheels alone (their dependencies are the main lock's), every file's hash.
+lock-cpu: $(STAMP)
+	$(BIN)/uv pip compile $(TORCH_PINS) --index-url $(CPU_INDEX) --no-deps --universal --python-version 3.10 \
+		--generate-hashes --custom-compile-command "make lock-cpu" --quiet $(if $(UPGRADE),--upgrade) \
+		--output-file $(CPU_LOCK)
 
 # Run the whole pipeline on the data params.yaml pins (the SIGNS zip shipped in datasets/). Another copy or
 # data set, as a DVC experiment in the workspace (SHA256= pins it; without, the observed hash is recorded):

@@ -1,5 +1,6 @@
-"""Where `make install` takes torch from (tools/torch_source.py): PyTorch's CPU index on a Linux machine with no
-NVIDIA GPU where that index answers (a real HTTP server on 127.0.0.1 plays it), else the lock, saying why."""
+"""Where `make install` takes torch from (tools/torch_source.py): PyTorch's CPU index, as requirements-cpu.txt pins
+it, on a Linux machine with no NVIDIA GPU where that index answers (a real HTTP server on 127.0.0.1 plays it),
+else the lock, saying why; tools/install.sh, hash-checking every package on each path; `make lock-cpu`."""
 
 import hashlib
 import platform
@@ -18,8 +19,13 @@ SCRIPT = REPO / "tools/torch_source.py"
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU index is a Linux choice")
 
 
-def choose(tmp_path: Path, *args: str, gpu: bool = False) -> tuple[str, str]:
-    """Run the script as make does, with only a fake `nvidia-smi` (or none) and the shell's tools on PATH."""
+def choose(tmp_path: Path, *args: str, gpu: bool = False, cpu_lock: bool = True) -> tuple[str, str]:
+    """Run the script as make does, with only a fake `nvidia-smi` (or none) and the shell's tools on PATH, and a
+    CPU lock (or none)."""
+    lock = tmp_path / "requirements-cpu.txt"
+    if cpu_lock:
+        lock.write_text("torch==2.14.1+cpu \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    args = (*args, "--cpu-lock", str(lock))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if gpu:
@@ -47,8 +53,25 @@ def test_no_gpu_and_the_cpu_index_answers_takes_the_cpu_build(tmp_path):
     with http_server(pypi_like_index(tmp_path / "served")) as base:
         index, why = choose(tmp_path, "--index", "auto", "--cpu-index", f"{base}/simple")
     assert index == f"{base}/simple"
-    assert (
-        why == f"make install: no NVIDIA GPU: torch's CPU build from {index} (TORCH_INDEX=none: the lock's CUDA build)"
+    lock = tmp_path / "requirements-cpu.txt"
+    assert why == (
+        f"make install: no NVIDIA GPU: torch's CPU build from {index}, as {lock} pins it (TORCH_INDEX=none: the lock's "
+        "CUDA build)"
+    )
+
+
+def test_no_cpu_lock_takes_the_locks_torch_and_says_what_writes_it(tmp_path):
+    with http_server(pypi_like_index(tmp_path / "served")) as base:
+        index, why = choose(tmp_path, "--cpu-index", f"{base}/simple", cpu_lock=False)
+        explicit = choose(tmp_path, "--index", f"{base}/simple", cpu_lock=False)
+    assert index == "" and explicit[0] == ""
+    assert why == (
+        "make install: no NVIDIA GPU, but no requirements-cpu.txt pins torch's CPU build (make lock-cpu writes it "
+        f"where {base}/simple answers): torch from requirements.txt, the CUDA build"
+    )
+    assert explicit[1] == (
+        f"make install: torch from requirements.txt: TORCH_INDEX={base}/simple needs requirements-cpu.txt, which is "
+        "not there (make lock-cpu)"
     )
 
 
@@ -79,7 +102,8 @@ def test_an_nvidia_gpu_keeps_the_locks_cuda_build(tmp_path):
 def test_asked_explicitly_none_or_an_index_is_obeyed_without_probing(tmp_path):
     assert choose(tmp_path, "--index", "none") == ("", "make install: torch from requirements.txt (TORCH_INDEX=none)")
     url = f"http://127.0.0.1:{free_port()}/whl"  # nothing listens: an explicit index is not probed
-    assert choose(tmp_path, "--index", url) == (url, f"make install: torch from TORCH_INDEX={url}")
+    lock = tmp_path / "requirements-cpu.txt"
+    assert choose(tmp_path, "--index", url) == (url, f"make install: torch from TORCH_INDEX={url}, as {lock} pins it")
 
 
 def test_the_lock_less_torch_keeps_every_other_package_with_its_hashes(tmp_path):
@@ -108,10 +132,13 @@ def test_the_lock_less_torch_keeps_every_other_package_with_its_hashes(tmp_path)
 INSTALL = REPO / "tools/install.sh"
 
 
-def install(tmp_path: Path, python: str, lock: Path, **env: str) -> subprocess.CompletedProcess:
-    """tools/install.sh as `make install` runs it, into ``tmp_path/venv``, the lock's torch (no index probe)."""
+def install(
+    tmp_path: Path, python: str, lock: Path, torch_index: str = "none", cpu_lock: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """tools/install.sh as `make install` runs it, into ``tmp_path/venv``; by default the lock's torch (no probe)."""
+    cpu_lock = cpu_lock or tmp_path / "no-cpu-lock.txt"
     return subprocess.run(
-        [str(INSTALL), python, str(tmp_path / "venv"), str(lock), "none", "torch==0 torchvision==0"],
+        [str(INSTALL), python, str(tmp_path / "venv"), str(lock), torch_index, str(cpu_lock)],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
@@ -133,35 +160,44 @@ def test_a_python_older_than_the_project_supports_is_one_line_and_no_venv(tmp_pa
     assert not (tmp_path / "venv").exists()
 
 
-def tiny_wheel(index: Path) -> str:
-    """A one-module wheel served as ``tinypkg`` from ``index/simple``; its sha256."""
-    wheel = index / "files/tinypkg-1.0-py3-none-any.whl"
-    wheel.parent.mkdir(parents=True)
-    info = "tinypkg-1.0.dist-info"
+def tiny_wheel(index: Path, name: str = "tinypkg", version: str = "1.0") -> str:
+    """A one-module wheel served as ``name`` from ``index/simple``; its sha256."""
+    wheel = index / f"files/{name}-{version}-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr("tinypkg/__init__.py", "ANSWER = 42\n")
-        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+        z.writestr(f"{name}/__init__.py", f"__version__ = {version!r}\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        z.writestr(f"{info}/RECORD", f"tinypkg/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
-    (index / "simple/tinypkg").mkdir(parents=True)
-    (index / "simple/tinypkg/index.html").write_text(f"<a href='../../files/{wheel.name}'>{wheel.name}</a>\n")
-    return hashlib.sha256(wheel.read_bytes()).hexdigest()
+        z.writestr(f"{info}/RECORD", f"{name}/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    (index / f"simple/{name}").mkdir(parents=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    # as PyTorch's index does: local versions' "+" escaped, each file's sha256 in its link
+    href = f"../../files/{wheel.name}".replace("+", "%2B") + f"#sha256={digest}"
+    (index / f"simple/{name}/index.html").write_text(f"<a href='{href}'>{wheel.name}</a>\n")
+    return digest
+
+
+def venv_with_uv(tmp_path: Path) -> Path:
+    """An empty venv holding the project's uv (a venv that has uv: no bootstrap from PyPI)."""
+    uv = REPO / ".venv/bin/uv"
+    if not uv.exists():
+        pytest.skip("needs the project's venv, with uv (make install)")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    (tmp_path / "venv/bin/uv").symlink_to(uv)
+    return uv
 
 
 @pytest.mark.parametrize("tampered", [False, True])
 def test_every_package_is_checked_against_the_locks_hash(tmp_path, tampered):
     """The installer (uv, as `make install` runs it) takes a package from an index only when its bytes have the
     lock's sha256: a wheel that differs from the locked one is refused and nothing is installed."""
-    uv = REPO / ".venv/bin/uv"
-    if not uv.exists():
-        pytest.skip("needs the project's venv, with uv (make install)")
     digest = tiny_wheel(tmp_path / "index")
     if tampered:
         digest = hashlib.sha256(b"another wheel").hexdigest()
     lock = tmp_path / "requirements.txt"
     lock.write_text(f"tinypkg==1.0 \\\n    --hash=sha256:{digest}\n")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
-    (tmp_path / "venv/bin/uv").symlink_to(uv)  # a venv that has uv: no bootstrap from PyPI
+    venv_with_uv(tmp_path)
     with http_server(tmp_path / "index") as base:
         proc = install(tmp_path, sys.executable, lock, UV_DEFAULT_INDEX=f"{base}/simple", UV_NO_CONFIG="1")
     imported = subprocess.run([str(tmp_path / "venv/bin/python"), "-c", "import tinypkg"], check=False)
@@ -171,3 +207,39 @@ def test_every_package_is_checked_against_the_locks_hash(tmp_path, tampered):
         assert imported.returncode != 0
     else:  # installed; the step after, the project's editable install, needs what this tiny lock lacks
         assert imported.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_make_lock_cpu_pins_the_cpu_build_and_install_takes_it_only_by_that_hash(tmp_path, tampered):
+    """`make lock-cpu` compiles the CPU build's lock from a local index playing PyTorch's; tools/install.sh then
+    takes torch from that index, by the lock's hash (the rest from the main lock, the lock's own torch dropped),
+    and refuses a wheel that changed on the index since."""
+    venv_with_uv(tmp_path)
+    tiny = tiny_wheel(tmp_path / "pypi")
+    torch_sha = tiny_wheel(tmp_path / "cpu", "torch", "2.14.1+cpu")
+    tiny_wheel(tmp_path / "cpu", "torchvision", "0.29.1+cpu")
+    pins = tmp_path / "torch-pins.txt"
+    pins.write_text("torch==2.14.1\ntorchvision==0.29.1\n")
+    lock = tmp_path / "requirements.txt"  # the CUDA torch's entry: never fetched on this path
+    lock.write_text(f"tinypkg==1.0 \\\n    --hash=sha256:{tiny}\ntorch==2.14.1 \\\n    --hash=sha256:{'0' * 64}\n")
+    cpu_lock = tmp_path / "requirements-cpu.txt"
+    with http_server(tmp_path / "pypi") as pypi, http_server(tmp_path / "cpu") as cpu:
+        make = ["make", "-C", str(REPO), "-o", ".venv/.installed", "lock-cpu", f"CPU_INDEX={cpu}/simple"]
+        subprocess.run([*make, f"CPU_LOCK={cpu_lock}", f"TORCH_PINS={pins}"], check=True, capture_output=True)
+        pinned = cpu_lock.read_text()
+        assert f"torch==2.14.1+cpu \\\n    --hash=sha256:{torch_sha}" in pinned
+        assert re.search(r"(?m)^torchvision==0\.29\.1\+cpu \\$", pinned) and "#    make lock-cpu\n" in pinned
+        if tampered:  # the index serves other bytes under the same name
+            wheel = next((tmp_path / "cpu/files").glob("torch-*.whl"))
+            wheel.write_bytes(wheel.read_bytes() + b"\0")
+        index = {"UV_DEFAULT_INDEX": f"{pypi}/simple", "UV_NO_CONFIG": "1"}
+        proc = install(tmp_path, sys.executable, lock, f"{cpu}/simple", cpu_lock, **index)
+    python = str(tmp_path / "venv/bin/python")
+    found = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    assert f"torch from TORCH_INDEX={cpu}/simple, as {cpu_lock} pins it" in proc.stderr
+    if tampered:
+        assert proc.returncode != 0 and "hash mismatch" in proc.stderr.lower(), proc.stderr
+        assert found.returncode != 0
+    else:  # the project's editable install, after, needs what these tiny locks lack: only the imports count
+        assert found.stdout.strip() == "2.14.1+cpu", proc.stderr
+        assert subprocess.run([python, "-c", "import tinypkg"], check=False).returncode == 0

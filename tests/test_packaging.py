@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # Python 3.10: its backport (in the lock for 3.10)
 
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+GROUPS = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]  # PEP 735: dev, unpublished
 
 
 def tracked_files() -> list[str]:
@@ -58,10 +59,9 @@ def test_the_lock_pins_every_dependency_with_hashes():
         assert all(hashes > 0 for _, _, hashes in pins), f"{name} has no hash in requirements.txt"
     wanted = [Requirement(r) for r in PYPROJECT["dependencies"]]
     wanted += [Requirement(r) for extra in PYPROJECT["optional-dependencies"].values() for r in extra]
+    wanted += [Requirement(r) for group in GROUPS.values() for r in group]
     here = default_environment()
     for req in wanted:
-        if canonicalize_name(req.name) == "handsigns":  # dev includes the pipeline extra
-            continue
         pins = [
             v
             for v, marker, _ in lock.get(canonicalize_name(req.name), [])
@@ -78,3 +78,11 @@ def test_the_base_install_is_the_predict_role():
     assert sorted(Requirement(r).name for r in PYPROJECT["dependencies"]) == ["numpy", "onnxruntime", "pillow"]
     pipeline = {Requirement(r).name for r in PYPROJECT["optional-dependencies"]["pipeline"]}
     assert {"torch", "dvc", "dvclive", "pandas", "onnx"} <= pipeline
+
+
+def test_development_tools_are_a_dependency_group_not_a_published_extra():
+    """pytest and friends are PEP 735's `dev` group: `pip install handsigns[...]` never offers them."""
+    assert set(PYPROJECT["optional-dependencies"]) == {"pipeline", "notebook"}
+    assert {"pytest", "ruff", "uv", "playwright"} <= {Requirement(r).name for r in GROUPS["dev"]}
+    header = (REPO / "requirements.txt").read_text().splitlines()[1]
+    assert "uv pip compile pyproject.toml" in header and "--group dev" in header  # the command Dependabot re-runs

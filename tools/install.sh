@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make install`: .venv from requirements.txt, every package checked against the lock's sha256 hashes.
-#   tools/install.sh PYTHON VENV LOCK TORCH_INDEX "TORCH_PINS"
+#   tools/install.sh PYTHON VENV LOCK TORCH_INDEX CPU_LOCK
 # The installer is uv (seconds, and a second clone reuses its cache), itself installed by pip from the lock's
-# hashed uv entry; where no uv wheel runs, pip installs everything from the same lock. Where torch comes from:
-# tools/torch_source.py. docs/install.md has the figures.
+# hashed uv entry; where no uv wheel runs, pip installs everything from the same lock. Where torch comes from
+# (the lock's CUDA build, or the CPU build CPU_LOCK pins): tools/torch_source.py. docs/install.md: the figures.
 set -euo pipefail
-python=$1 venv=$2 lock=$3 torch_index=$4 torch_pins=$5
+python=$1 venv=$2 lock=$3 torch_index=$4 cpu_lock=$5
 cd "$(dirname "$0")/.."  # the project's root: tools/ and the editable install are relative to it
 bin=$venv/bin
 oldest=3.10.12  # pyproject.toml's requires-python (tar extraction filters)
@@ -28,17 +28,19 @@ if "$bin/uv" --version >/dev/null 2>&1; then
     export UV_PYTHON=$bin/python
     sync() { "$bin/uv" pip sync --quiet --require-hashes "$1"; }
     add() { "$bin/uv" pip install --quiet "$@"; }
+    # the CPU lock from that index, first (--index), whatever default index the user's uv has
+    add_from() { add --require-hashes --no-deps --index "$1" -r "$2"; }
 else
     sync() { "$bin/python" -m pip install --quiet --require-hashes --no-deps -r "$1"; }
     add() { "$bin/python" -m pip install --quiet "$@"; }
+    add_from() { add --require-hashes --no-deps --index-url "$1" -r "$2"; }
 fi
 
-index=$("$bin/python" tools/torch_source.py --index "$torch_index")
-if [ -n "$index" ]; then
+index=$("$bin/python" tools/torch_source.py --index "$torch_index" --cpu-lock "$cpu_lock")
+if [ -n "$index" ]; then  # torch's CPU build: the CPU lock's files, by hash, from that index; the rest, the lock's
     "$bin/python" tools/torch_source.py --without-torch "$lock" >"$venv/lock-without-torch.txt"
     sync "$venv/lock-without-torch.txt"
-    # shellcheck disable=SC2086  # the pins are two words
-    add --index-url "$index" $torch_pins
+    add_from "$index" "$cpu_lock"
 else
     sync "$lock"
 fi
