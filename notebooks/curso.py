@@ -277,7 +277,8 @@ print("métricas:", json.dumps(ficha.get("metrics"), indent=1))
 # %% [markdown]
 # `Predictor` usa ese modelo con ONNX Runtime, sin PyTorch. Prueba con **una foto tuya**: una mano con 0 a 5
 # dedos, de frente, sobre un fondo liso. En Colab, la celda te pide subirla; en tu ordenador, pon su ruta en
-# `MI_FOTO`. Sin foto, usa una del test.
+# `MI_FOTO`. Sin foto, usa una del test. Si la foto no se parece a las que aprendió (una cara, una taza),
+# `prediccion.unsure` es `True`: su etiqueta es una suposición (docs/trust.md).
 
 # %%
 from handsigns import Predictor
@@ -293,7 +294,7 @@ if MI_FOTO is None:
 prediccion = Predictor("models/model.onnx").predict(MI_FOTO)
 plt.figure(figsize=(2.5, 2.5))
 plt.imshow(Image.open(MI_FOTO).convert("RGB"))
-plt.title(f"{prediccion.label} ({prediccion.probability:.0%})")
+plt.title("no parece una mano" if prediccion.unsure else f"{prediccion.label} ({prediccion.probability:.0%})")
 plt.axis("off")
 plt.show()
 for etiqueta, p in prediccion.top(3):

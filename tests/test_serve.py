@@ -131,6 +131,7 @@ def test_the_page_in_a_real_browser_labels_a_signs_photo_and_shows_a_bad_upload(
     with open_page(f"http://127.0.0.1:{server.server_address[1]}/") as page:
         page.wait_for_selector("#facts dd")
         assert "0, 1, 2, 3, 4, 5" in page.inner_text("#facts")
+        assert "of test images" in page.inner_text("#facts")  # the out-of-distribution check's cost
         page.set_input_files("#file", str(photo))
         page.wait_for_selector("#result:not([hidden])")
         shown = (page.inner_text("#label"), page.inner_text("#probability"))

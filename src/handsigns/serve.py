@@ -48,6 +48,8 @@ def facts(predictor: Predictor, model: Path) -> dict:
         "architecture": card.get("architecture", {}).get("arch", "net"),
         "best_epoch": card.get("best_epoch"),
         "start": card.get("start"),
+        # the out-of-distribution check's cost and catch (handsigns.ood); None: the model has none
+        "ood": {k: card["ood"].get(k) for k in ("test_flagged", "caught")} if predictor.ood_output else None,
     }
 
 

@@ -64,6 +64,12 @@ async function showCard() {
     ["test accuracy", facts.test_accuracy == null ? "not measured" : percent(facts.test_accuracy)],
     ["architecture", `${facts.architecture}, best epoch ${facts.best_epoch}`],
     ["started from", facts.start ? facts.start.source : "random weights (trained from scratch)"],
+    [
+      "unlike the training images",
+      facts.ood
+        ? `said so: ${percent(facts.ood.test_flagged)} of test images, ${percent(facts.ood.caught)} of other pictures`
+        : "not checked (exported without the check)",
+    ],
     ["file", facts.model],
   ];
   const list = $("facts");
