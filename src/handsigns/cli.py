@@ -76,8 +76,9 @@ def _add_predict(sub) -> None:
         "predict",
         help="label images with the exported ONNX model (no torch needed)",
         description="Label image files or folders with the exported ONNX model. One line per "
-        "image: path, label, probability (tab-separated); errors go to stderr and "
-        "make the exit status non-zero, the other images are still labelled.",
+        "image: path, label, probability (tab-separated), then the out-of-distribution verdict and score: "
+        "`unsure` (above 1) when the picture is unlike the training images, its label a guess, else `sure`; "
+        "errors go to stderr and make the exit status non-zero, the other images are still labelled.",
     )
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     pr.add_argument(
@@ -86,7 +87,9 @@ def _add_predict(sub) -> None:
         help="ONNX model; its model card (.json) must lie beside it (default: %(default)s)",
     )
     pr.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most likely labels")
-    pr.add_argument("--json", action="store_true", help="one JSON object per line: path, label, probability")
+    pr.add_argument(
+        "--json", action="store_true", help="one JSON object per line: path, label, probability, ood_score, unsure"
+    )
     pr.add_argument(
         "--explain",
         metavar="DIR",

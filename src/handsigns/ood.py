@@ -1,11 +1,12 @@
-""" "That is not a hand sign": how unlike the training images a picture is, and when to say so.
+"""The out-of-distribution check ("that is not a hand sign"): how unlike the training images a picture is, and
+when to say so.
 
 The score is the Mahalanobis distance (Lee et al., 2018) of the image's penultimate features (the input of the
 network's last layer) to the nearest class mean of the training images, under their shared within-class
 covariance, shrunk towards a multiple of the identity so that it is invertible with few images or wide features.
 It beat the softmax's maximum, the maximum logit, the energy and k nearest neighbours on every out-of-distribution
-set of :mod:`handsigns.outliers` (docs/trust.md has the figures): the softmax answers "99 %" to a sneaker, the
-features do not look like a hand's.
+set of :mod:`handsigns.outliers` (docs/trust.md has the figures): the softmax is as sure of a texture or a
+portrait as of a hand, the features are not.
 
 The threshold is fitted per model, never per data set: the distance that at most ``ood.max_val_flagged`` of the
 val images exceed. The exported ONNX graph computes the score itself, divided by that threshold, as its second
