@@ -13,7 +13,7 @@ CPU_INDEX := https://download.pytorch.org/whl/cpu
 # The torch release the committed baseline ran on: both locks are compiled with it as a constraint.
 TORCH_PINS := tools/torch-pins.txt
 
-.PHONY: install lock lock-cpu repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: install lock lock-cpu site repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the locks: exact versions, sha256-checked, no resolver; uv installs them (pip where uv
@@ -56,6 +56,13 @@ ifdef SOURCE
 else
 	$(if $(SHA256),$(error SHA256= pins the archive SOURCE= names; give both))$(BIN)/dvc repro
 endif
+
+# The demo page as a static site that runs the model in the browser (no server, no install): site/, from the
+# exported model (make repro first) and ONNX Runtime Web (npm ci: package-lock.json's integrity hashes).
+#   make site && python -m http.server -d site    then http://localhost:8000/      (docs/trust.md)
+site: $(STAMP)
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	$(BIN)/python tools/site.py $(SITE_ARGS)
 
 # The experiments of HEAD side by side, readable at 200 columns: the headline metrics, the params that differ and
 # the machine of each row (device, its model, precision); file hashes left out. More: make exps EXPS_ARGS=-A

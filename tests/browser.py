@@ -27,7 +27,8 @@ FLAGS = [
 
 
 @contextlib.contextmanager
-def open_page(url: str) -> Iterator:
+def open_page(url: str, flags: tuple[str, ...] = ()) -> Iterator:
+    """``url`` in a fresh headless Chromium (a new profile), with ``flags`` besides :data:`FLAGS`."""
     from playwright.sync_api import sync_playwright
 
     if CHROMIUM is None:
@@ -36,7 +37,7 @@ def open_page(url: str) -> Iterator:
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as pw:
         size = {"width": 900, "height": 760}
         browser = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=FLAGS, headless=True, viewport=size
+            profile, executable_path=CHROMIUM, args=[*FLAGS, *flags], headless=True, viewport=size
         )
         try:
             page = browser.new_page()
