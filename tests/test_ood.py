@@ -56,6 +56,19 @@ def test_the_detector_knows_its_clusters_and_flags_what_lies_between_and_beyond(
     assert (detector.scores(np.array([[5.0, 5, 0, 0], [40, 40, 0, 0]])) > ood.UNSURE_ABOVE).all()
 
 
+def test_features_that_do_not_move_get_a_threshold_above_their_rounding():
+    """A model whose features are one vector give or take float32 rounding (an epoch on a few dozen images):
+    its images score far below 1 however the rounding falls, and a picture with other features is flagged."""
+    rng = np.random.default_rng(0)
+    constant = rng.uniform(0, 0.01, 256)
+    train = constant + rng.normal(scale=1e-9, size=(60, 256))
+    labels = np.arange(60) % 3
+    detector = ood.fit(train, labels, 3, constant + rng.normal(scale=1e-9, size=(20, 256)), 0.05)
+    assert detector.threshold == pytest.approx(ood.MIN_THRESHOLD * np.sqrt(256))
+    assert (detector.scores(constant + rng.normal(scale=1e-8, size=(20, 256))) < 0.01).all()
+    assert (detector.scores(rng.uniform(0, 0.01, (5, 256))) > ood.UNSURE_ABOVE).all()
+
+
 def test_the_outlier_sets_are_the_same_pictures_every_time_at_any_size():
     first, again = outliers.sets(16, per_set=6), outliers.sets(16, per_set=6)
     assert set(first) == {"noise", "texture", "shapes", "text", "photos"}

@@ -28,6 +28,14 @@ from handsigns.params.recipe import OodParams
 
 OUTPUT_NAME = "ood_score"
 SHRINKAGE = 0.01  # of the covariance towards (mean variance) x identity: invertible, barely changed
+# ...and never below this fraction of the features' mean square: a spread under 1 % of their size (a model whose
+# features barely move, such as one trained for an epoch on a few dozen images) is float32 rounding, not signal,
+# and whitening it would make the score a measure of rounding (ONNX Runtime and PyTorch then disagree)
+FLOOR = 1e-4
+# The threshold is at least this many whitened units per feature dimension (0.1 sqrt(D)): far inside any spread
+# the model really has (its own images lie about sqrt(D) from their class mean), and it keeps the threshold of a
+# model whose features do not move at all above their rounding
+MIN_THRESHOLD = 0.1
 UNSURE_ABOVE = 1.0  # the exported score is distance / threshold
 
 
@@ -100,12 +108,14 @@ def fit(train: np.ndarray, labels: np.ndarray, num_classes: int, val: np.ndarray
     centred = train - means[np.searchsorted(present, labels)]
     cov = centred.T @ centred / max(len(train) - len(present), 1)
     dim = len(cov)
-    shrunk = (1 - SHRINKAGE) * cov + SHRINKAGE * max(np.trace(cov) / dim, 1e-12) * np.eye(dim)
+    ridge = max(SHRINKAGE * np.trace(cov) / dim, FLOOR * float((train**2).mean()), 1e-12)
+    shrunk = (1 - SHRINKAGE) * cov + ridge * np.eye(dim)
     # shrunk = L L^T; |(f - m) @ inv(L)^T| = sqrt((f - m) shrunk^-1 (f - m)^T). Cholesky: unique, no sign choice.
     lower = np.linalg.cholesky(shrunk)
     whitening = np.linalg.inv(lower).T
     unscaled = Detector(means, whitening, 1.0)
-    return Detector(means, whitening, threshold(unscaled.distances(val), max_flagged))
+    cut = max(threshold(unscaled.distances(val), max_flagged), MIN_THRESHOLD * np.sqrt(dim))
+    return Detector(means, whitening, cut)
 
 
 class Scored(nn.Module):
