@@ -34,8 +34,8 @@ install: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra pipeline --extra notebook --group dev --constraint $(TORCH_PINS) \
 		--universal --python-version 3.10 --generate-hashes --quiet $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
-	@$(BIN)/python tools/torch_source.py --probe $(CPU_INDEX) && $(MAKE) --no-print-directory lock-cpu || \
-		echo "make lock: $(CPU_LOCK) kept as it is: $(CPU_INDEX) does not answer here" >&2
+	@if $(BIN)/python tools/torch_source.py --probe $(CPU_INDEX); then $(MAKE) --no-print-directory lock-cpu; \
+	else echo "make lock: $(CPU_LOCK) kept as it is: $(CPU_INDEX) does not answer here" >&2; fi
 
 # torch and torchvision's CPU wheels alone (their dependencies are the main lock's), every file's hash.
 lock-cpu: $(STAMP)
@@ -59,7 +59,7 @@ endif
 
 # The demo page as a static site that runs the model in the browser (no server, no install): site/, from the
 # exported model (make repro first) and ONNX Runtime Web (npm ci: package-lock.json's integrity hashes).
-#   make site && python -m http.server -d site    then http://localhost:8000/      (docs/trust.md)
+#   make site && python -m http.server -d site    then http://localhost:8000/      (docs/site.md)
 site: $(STAMP)
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	$(BIN)/python tools/site.py $(SITE_ARGS)

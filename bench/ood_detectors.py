@@ -93,6 +93,13 @@ def main() -> None:
                 for s, f in sets.items()
             },
         }
+    # what the model answers them: its calibrated top probability (the card's temperature, as predict applies it)
+    temperature = json.loads(args.model.with_name("model.json").read_text())["calibration"]["temperature"]
+    sure = {}
+    for s, f in sets.items():
+        z = logits_of(model, f) / temperature
+        top = np.exp(z.max(1) - log_sum_exp(z))
+        sure[s] = {"median": float(np.median(top)), "at_least_0.9": float(np.mean(top >= 0.9))}
     names = list(sets)
     lines = [
         "| detector | test flagged | " + " | ".join(f"{s}: AUROC, caught" for s in names) + " |",
@@ -105,10 +112,12 @@ def main() -> None:
     date = time.strftime("%Y-%m-%d")
     model_is = f"{ckpt['model']['arch']}, {size} px, {len(classes)} classes"
     head = f"`python bench/ood_detectors.py` on {where} ({model_is}); {date}"
+    answered = ", ".join(f"{s} {v['median']:.3f} ({v['at_least_0.9']:.0%})" for s, v in sure.items())
+    lines += ["", f"The model's calibrated top probability on them, median (share at 0.9 or more): {answered}"]
     table = f"{head}\n\n" + "\n".join(lines) + "\n"
     print(table)
     args.out.with_suffix(".md").write_text(table)
-    report = {"model": where, "date": date, "max_val_flagged": MAX_FLAGGED, "detectors": rows}
+    report = {"model": where, "date": date, "max_val_flagged": MAX_FLAGGED, "detectors": rows, "answered": sure}
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
 
 

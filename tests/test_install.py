@@ -63,16 +63,22 @@ def test_no_gpu_and_the_cpu_index_answers_takes_the_cpu_build(tmp_path):
 def test_no_cpu_lock_takes_the_locks_torch_and_says_what_writes_it(tmp_path):
     with http_server(pypi_like_index(tmp_path / "served")) as base:
         index, why = choose(tmp_path, "--cpu-index", f"{base}/simple", cpu_lock=False)
-        explicit = choose(tmp_path, "--index", f"{base}/simple", cpu_lock=False)
-    assert index == "" and explicit[0] == ""
+    assert index == ""
     assert why == (
         "make install: no NVIDIA GPU, but no requirements-cpu.txt pins torch's CPU build (make lock-cpu writes it "
         f"where {base}/simple answers): torch from requirements.txt, the CUDA build"
     )
-    assert explicit[1] == (
-        f"make install: torch from requirements.txt: TORCH_INDEX={base}/simple needs requirements-cpu.txt, which is "
-        "not there (make lock-cpu)"
-    )
+
+
+def test_an_index_asked_for_without_a_cpu_lock_stops_in_one_line(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/whl"
+    cmd = [sys.executable, str(SCRIPT), "--index", url, "--cpu-lock", str(tmp_path / "none.txt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"make install: TORCH_INDEX={url} takes torch's CPU build as requirements-cpu.txt pins it, and there is none: "
+        "run make lock-cpu where that index answers, or make install TORCH_INDEX=auto"
+    ]
 
 
 @pytest.mark.parametrize("served", [False, True], ids=["nothing listens", "no torch page"])

@@ -58,8 +58,9 @@ def test_the_site_is_the_page_the_runtime_and_the_model_and_nothing_else(site, m
         "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "ort.wasm.min.mjs", "style.css",
     ]  # fmt: skip
     assert (site / "model.onnx").read_bytes() == model.read_bytes()
+    pinned = json.loads((REPO / "package.json").read_text())["dependencies"]["onnxruntime-web"]
     lock = json.loads((REPO / "package-lock.json").read_text())["packages"]["node_modules/onnxruntime-web"]
-    assert lock["version"] == "1.31.1" and lock["integrity"].startswith("sha512-")
+    assert lock["version"] == pinned and lock["integrity"].startswith("sha512-")  # exact, hash-checked by npm ci
 
 
 def test_the_tab_labels_the_120_test_photos_as_handsigns_predict_does(site, model, tmp_path):

@@ -63,8 +63,11 @@ def choose(asked: str, cpu_index: str, system: str, gpu: str | None, probe, cpu_
     if asked == "none":
         return "", f"{lock} (TORCH_INDEX=none)"
     if asked != "auto":
-        if cpu_lock is None:
-            return "", f"{lock}: TORCH_INDEX={asked} needs requirements-cpu.txt, which is not there (make lock-cpu)"
+        if cpu_lock is None:  # asked for outright: not silently something else
+            raise SystemExit(
+                f"make install: TORCH_INDEX={asked} takes torch's CPU build as requirements-cpu.txt pins it, and there "
+                "is none: run make lock-cpu where that index answers, or make install TORCH_INDEX=auto"
+            )
         return asked, f"torch from TORCH_INDEX={asked}, as {cpu_lock} pins it"
     if system != "Linux":
         return "", f"{lock}: on {system} PyPI's torch is already the CPU (or MPS) build"

@@ -119,7 +119,7 @@ def verify(
     score_diff = float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(ours))).max()) if len(pixels) else 0.0
     # A score within the tolerance of the threshold may fall either side of it: rounding, not disagreement.
     moot = np.abs(ours - UNSURE_ABOVE) <= SCORE_TOLERANCE * UNSURE_ABOVE
-    flags = int(((ours > UNSURE_ABOVE) == (theirs > UNSURE_ABOVE) | moot).sum())
+    flags = int((((ours > UNSURE_ABOVE) == (theirs > UNSURE_ABOVE)) | moot).sum())
     if score_diff > SCORE_TOLERANCE or flags != len(pixels):
         raise UserError(
             f"export check failed: ONNX Runtime and PyTorch disagree on {len(pixels) - flags} of {len(pixels)} "

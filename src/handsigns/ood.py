@@ -4,9 +4,9 @@ when to say so.
 The score is the Mahalanobis distance (Lee et al., 2018) of the image's penultimate features (the input of the
 network's last layer) to the nearest class mean of the training images, under their shared within-class
 covariance, shrunk towards a multiple of the identity so that it is invertible with few images or wide features.
-It beat the softmax's maximum, the maximum logit, the energy and k nearest neighbours on every out-of-distribution
-set of :mod:`handsigns.outliers` (docs/trust.md has the figures): the softmax is as sure of a texture or a
-portrait as of a hand, the features are not.
+On every out-of-distribution set of :mod:`handsigns.outliers` it matched or beat the softmax's maximum, the
+maximum logit, the energy and k nearest neighbours, and it alone caught all of them (docs/trust.md has the
+figures): the softmax is as sure of a texture or a portrait as of a hand, the features are not.
 
 The threshold is fitted per model, never per data set: the distance that at most ``ood.max_val_flagged`` of the
 val images exceed. The exported ONNX graph computes the score itself, divided by that threshold, as its second
@@ -95,9 +95,10 @@ def threshold(val_distances: np.ndarray, max_flagged: float) -> float:
     """A distance that at most ``max_flagged`` of the val images exceed: halfway between the last val distance
     allowed below it and the next, so that no val image sits on it (where float32 rounding would decide)."""
     ordered = np.sort(np.asarray(val_distances, dtype=np.float64))
-    last = len(ordered) - 1 - int(np.floor(max_flagged * len(ordered) + 1e-9))
-    above = ordered[last + 1] if last + 1 < len(ordered) else ordered[last] * 1.01
-    return float((ordered[last] + above) / 2)
+    below = ordered[len(ordered) - 1 - int(np.floor(max_flagged * len(ordered) + 1e-9))]
+    higher = ordered[ordered > below]  # the next distinct distance: ties stay below the threshold together
+    above = higher[0] if len(higher) else below * 1.01
+    return float((below + above) / 2)
 
 
 def fit(train: np.ndarray, labels: np.ndarray, num_classes: int, val: np.ndarray, max_flagged: float) -> Detector:

@@ -2,8 +2,8 @@
 // Runtime Web (WebAssembly). Nothing is sent anywhere. Same interface and answers as the served backend.js
 // (`handsigns serve`), computed as handsigns computes them:
 // - decoding and resizing: the browser's (EXIF orientation applied, no colour management), drawn over white as
-//   Pillow composites transparency (handsigns.imaging.to_rgb), resized by the canvas (docs/trust.md measures it
-//   against Pillow's bilinear);
+//   Pillow composites transparency (handsigns.imaging.to_rgb), resized by the canvas (docs/site.md measures it
+//   against Pillow's);
 // - probabilities at the card's temperature, softmax(log p / T) (handsigns.calibration);
 // - the out-of-distribution verdict: the model's second output above the card's unsure_above (handsigns.ood);
 // - the occlusion map: an eighth of the side, covered with the image's mean colour, every sixteenth, the fall of
@@ -82,6 +82,12 @@ function logProbabilities(probs, classes, temperature) {
   return rows;
 }
 
+function roundHalfEven(x) {
+  // NumPy's round: a half goes to the even neighbour (Math.round sends it up)
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 function logOdds(logprobs, target) {
   const others = logprobs.filter((_, i) => i !== target);
   const top = Math.max(...others);
@@ -103,7 +109,7 @@ async function occlusion(model, c, rgba, target, evidence) {
   const fill = [0, 1, 2].map((c) => {
     let sum = 0;
     for (let i = 0; i < size * size; i++) sum += rgba[4 * i + c];
-    return Math.round(sum / (size * size)); // the mean colour: removes what is there, not the brightness
+    return roundHalfEven(sum / (size * size)); // the mean colour: removes what is there, not the brightness
   });
   const corners = [];
   for (const y of windows(size, patch, stride)) for (const x of windows(size, patch, stride)) corners.push([y, x]);
@@ -140,7 +146,7 @@ function pngUrl(rgba, size, heat) {
   for (let i = 0; i < size * size; i++) {
     const h = heat ? heat[i] : 0;
     const hot = [Math.min(Math.max(2 * h, 0), 1) * 255, Math.min(Math.max(2 * h - 1, 0), 1) * 255, 0];
-    for (let c = 0; c < 3; c++) image.data[4 * i + c] = Math.round(rgba[4 * i + c] * (1 - 0.65 * h) + hot[c] * 0.65 * h);
+    for (let c = 0; c < 3; c++) image.data[4 * i + c] = roundHalfEven(rgba[4 * i + c] * (1 - 0.65 * h) + hot[c] * 0.65 * h);
     image.data[4 * i + 3] = 255;
   }
   canvas.getContext("2d").putImageData(image, 0, 0);
@@ -155,9 +161,12 @@ export async function label(blob) {
   const rgba = await pixelsOf(blob, size);
   const wanted = [c.output.name, ...(c.ood ? [c.ood.output] : [])];
   const out = await model.run({ [c.input.name]: batchOf([rgba], size) }, wanted);
-  const logprobs = logProbabilities(out[c.output.name].data, c.classes.length, temperature)[0];
-  const probabilities = Object.fromEntries(c.classes.map((name, i) => [name, Math.exp(logprobs[i])]));
-  const ranked = c.classes.map((name, i) => ({ label: name, probability: Math.exp(logprobs[i]), i }));
+  const raw = out[c.output.name].data;
+  const logprobs = logProbabilities(raw, c.classes.length, temperature)[0];
+  // at T = 1 the network's own probabilities, as handsigns.predict gives them; else softmax(log p / T)
+  const shown = c.classes.map((_, i) => (temperature === 1 ? raw[i] : Math.exp(logprobs[i])));
+  const probabilities = Object.fromEntries(c.classes.map((name, i) => [name, shown[i]]));
+  const ranked = c.classes.map((name, i) => ({ label: name, probability: shown[i], i }));
   ranked.sort((a, b) => b.probability - a.probability || a.i - b.i);
   const best = ranked[0];
   const score = c.ood ? out[c.ood.output].data[0] : null;
