@@ -106,7 +106,8 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     again = dvc(killed, "repro").stdout
     resumed_s = time.perf_counter() - started
     resumed_after = int(re.search(r"train: resuming from models/.resume/train.pt after epoch (\d+) of 12", again)[1])
-    assert 5 <= resumed_after < EPOCHS  # the kill came after epoch 5's line, before the end
+    # the kill came after epoch 5's line, before the end; under load, before epoch 5's checkpoint was written
+    assert 4 <= resumed_after < EPOCHS
     assert again.count("\nepoch ") == EPOCHS - resumed_after  # only the epochs the kill lost are trained again
     for path in OUTPUTS:
         assert (killed / path).read_bytes() == (straight / path).read_bytes(), path
