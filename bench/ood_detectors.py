@@ -60,7 +60,7 @@ def detectors(train: np.ndarray, labels: np.ndarray, classes: int, val: np.ndarr
 
     maha = ood.fit(train, labels, classes, val, MAX_FLAGGED)
     return {
-        "msp": lambda f: 1 - np.exp(logits_of(model, f) - log_sum_exp(logits_of(model, f))[:, None]).max(1),
+        "msp": lambda f: 1 - np.exp(-log_sum_exp(z := logits_of(model, f)) + z.max(1)),
         "max_logit": lambda f: -logits_of(model, f).max(1),
         "energy": lambda f: -log_sum_exp(logits_of(model, f)),
         "knn1": knn(1),

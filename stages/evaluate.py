@@ -49,7 +49,7 @@ def main() -> None:
             f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
             f"macro-F1 {results[name]['macro_f1']:.4f}"
         )
-    checked = ood.report(model, splits, len(classes), recipe.ood, size, batch)
+    checked, _ = ood.report(model, splits, len(classes), recipe.ood, size, batch)
     if checked["check"]:
         results["ood"] = {k: checked[k] for k in ood.HEADLINE}
         print(f"evaluate: {ood.summary(checked)} ({OOD_REPORT})")

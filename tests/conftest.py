@@ -325,8 +325,7 @@ def train_and_export(
     scored = (logprobs, test.labels.numpy())
     evaluation = {"val": metrics, "test": metrics, "calibration": calibrate(scored, scored)[0]}
     splits, checks = {"train": train, "val": test, "test": test}, recipe_params.ood
-    evaluation["ood"] = ood.report(module, splits, len(classes), checks, size, 64)
-    detector = ood.fit_model(module, train, test, len(classes), checks.max_val_flagged, 64) if checks.check else None
+    evaluation["ood"], detector = ood.report(module, splits, len(classes), checks, size, 64)
     export_verified(module, ckpt, size, test.images, evaluation, {}, models, detector)
     return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in files.items()})
 

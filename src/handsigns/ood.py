@@ -156,13 +156,24 @@ def _share(scores: np.ndarray) -> float:
     return round(float(np.mean(scores > UNSURE_ABOVE)), 6) if len(scores) else 0.0
 
 
-def judge(detector: Detector, model: Classifier, val: Split, test: Split, image_size: int, batch_size: int) -> dict:
-    """What the check costs and what it catches: the share of val and test images flagged; on each set of
-    :mod:`handsigns.outliers`, and on all of them pooled (the headline), the AUROC against test and the share
-    caught."""
+HEADLINE = ("test_flagged", "auroc", "caught")  # into metrics/eval.json: the cost and the catch
+
+
+def report(
+    model: Classifier, splits: dict[str, Split], num_classes: int, params: OodParams, image_size: int, batch_size: int
+) -> tuple[dict, Detector | None]:
+    """The evaluate stage's metrics/eval/ood.json and the detector it describes (None, with ``{"check": False}``,
+    when ``params`` turn the check off): fitted on ``splits``' train and val, then judged: the share of val and
+    test images flagged; on each set of :mod:`handsigns.outliers`, and on all of them pooled (the headline), the
+    AUROC against test and the share caught. Each split's features are computed once."""
+    if not params.check:
+        return {"check": False}, None
     from handsigns import outliers
 
-    test_scores = detector.scores(features(model, test.images, batch_size))
+    found = {name: features(model, splits[name].images, batch_size) for name in ("train", "val", "test")}
+    labels = splits["train"].labels.numpy()
+    detector = fit(found["train"], labels, num_classes, found["val"], params.max_val_flagged)
+    test_scores = detector.scores(found["test"])
     outside = {
         name: detector.scores(features(model, torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy()), batch_size))
         for name, pixels in outliers.sets(image_size).items()
@@ -171,28 +182,16 @@ def judge(detector: Detector, model: Classifier, val: Split, test: Split, image_
     def against_test(scores: np.ndarray) -> dict:
         return {"auroc": round(auroc(test_scores, scores), 6), "caught": _share(scores)}
 
-    return {
+    judged = {
+        "check": True,
+        "max_val_flagged": params.max_val_flagged,
         "threshold_distance": float(f"{detector.threshold:.6g}"),
-        "val_flagged": _share(detector.scores(features(model, val.images, batch_size))),
+        "val_flagged": _share(detector.scores(found["val"])),
         "test_flagged": _share(test_scores),
         **against_test(np.concatenate(list(outside.values()))),
         "sets": {name: {**against_test(scores), "images": len(scores)} for name, scores in outside.items()},
     }
-
-
-HEADLINE = ("test_flagged", "auroc", "caught")  # into metrics/eval.json: the cost and the catch
-
-
-def report(
-    model: Classifier, splits: dict[str, Split], num_classes: int, params: OodParams, image_size: int, batch_size: int
-) -> dict:
-    """The evaluate stage's metrics/eval/ood.json: the detector fitted on ``splits``' train and val and
-    :func:`judge`'d, or ``{"check": False}`` when ``params`` turn the check off."""
-    if not params.check:
-        return {"check": False}
-    detector = fit_model(model, splits["train"], splits["val"], num_classes, params.max_val_flagged, batch_size)
-    judged = judge(detector, model, splits["val"], splits["test"], image_size, batch_size)
-    return {"check": True, "max_val_flagged": params.max_val_flagged, **judged}
+    return judged, detector
 
 
 def summary(report: dict) -> str:
