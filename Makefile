@@ -1,4 +1,4 @@
-# handsigns: two commands on a fresh machine — `make repro` and `make test`. The targets: README, "Everyday commands".
+# handsigns: two commands on a fresh machine — `make repro` and `make test`. The targets: `make help`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +13,7 @@ CPU_INDEX := https://download.pytorch.org/whl/cpu
 # The torch release the committed baseline ran on: both locks are compiled with it as a constraint.
 TORCH_PINS := tools/torch-pins.txt
 
-.PHONY: install lock lock-cpu site repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: help install lock lock-cpu site repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the locks: exact versions, sha256-checked, no resolver; uv installs them (pip where uv
@@ -167,3 +167,27 @@ bench-resume: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# `make help`: the targets, one line each (this list is their one home; README points here).
+help:
+	@printf '%s\n' \
+	  'make repro              the whole pipeline (dvc repro); SOURCE=path/or/url runs it on other data' \
+	  'make test               the fast tests, under a minute: the edit-and-test loop' \
+	  'make test-all           every test, end-to-end runs included, as .ci/run runs them' \
+	  'make lint               ruff check, ruff format --check, mypy over src/' \
+	  'make check-workflows    the GitHub workflows and Dependabot settings, checked statically' \
+	  'make gate               reproduce every stage and hold the run to the committed one (docs/comparing-runs.md)' \
+	  'make verify             the gate without training: HEAD'"'"'s run pulled from the DVC remote (docs/sharing-runs.md)' \
+	  'make remote URL=...     name the team'"'"'s DVC remote once; make pull: the committed run'"'"'s outputs from it' \
+	  'make exp SET=lr=0.01    try a variant: dvc exp run -S lr=0.01 (NAME=, EXP_ARGS=--queue)' \
+	  'make exps               the experiments side by side: metrics, differing params, machine and precision' \
+	  'make notebook           the course'"'"'s notebook in JupyterLab (Spanish)' \
+	  'make site               the demo page as a static site in site/, the model running in the tab' \
+	  'make screenshot         docs/demo.png, the demo page on a SIGNS photo (after make repro)' \
+	  'make lock               refresh requirements.txt after changing pyproject.toml; make lock-cpu: requirements-cpu.txt' \
+	  'make bench              speed and time to accuracy against the notes'"'"' loop (docs/speed.md)' \
+	  'make bench-generality   the default recipe on eleven other image folders (docs/generality.md)' \
+	  'make bench-split | bench-resume | bench-scaling | bench-finetune | bench-audit    the other benchmarks' \
+	  'make gpu-check          the CUDA path on a real GPU in a few minutes (docs/speed.md)' \
+	  'make clean-venv         remove .venv' \
+	  '.venv/bin/handsigns -h  predict, serve, audit, compare, gate: the command itself'
