@@ -295,7 +295,7 @@ def run_seed(name: str, source: Path, seed: int, tmp: Path, args: argparse.Names
         return {"seed": seed, "error": error}
     end = json.loads((wd / "metrics/train/metrics.json").read_text())  # dvclive's last epoch
     gap = round(end["train"]["accuracy"] - end["val"]["accuracy"], 6)
-    # the train stage's fingerprint (handsigns.runtime.fingerprint): this machine as the runs saw it
+    # the train stage's fingerprint (handsigns.fingerprint.fingerprint): this machine as the runs saw it
     fingerprint = json.loads((wd / "metrics/fingerprint.json").read_text())
     return {"seed": seed, **results(wd), "end": end, "end_gap": gap, "fingerprint": fingerprint}
 

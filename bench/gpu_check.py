@@ -157,10 +157,11 @@ def main() -> int:
     import torch
 
     from handsigns.dataset import load_split, read_classes
+    from handsigns.fingerprint import fingerprint
     from handsigns.gate import Rule, pair
     from handsigns.params import load
     from handsigns.params.ci import CIParams
-    from handsigns.runtime import fingerprint, resolve_device, resolve_precision
+    from handsigns.runtime import resolve_device, resolve_precision
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu-check: no CUDA device here; run it on a GPU machine (or --device cpu for a dry run)")

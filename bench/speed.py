@@ -227,7 +227,8 @@ def main() -> None:
     for needed in ("data/index/train.csv", "models/model.onnx"):
         if not (ROOT / needed).exists():
             raise SystemExit(f"error: {needed} not found; run `make repro` first")
-    from handsigns.runtime import fingerprint, resolve_device, resolve_precision
+    from handsigns.fingerprint import fingerprint
+    from handsigns.runtime import resolve_device, resolve_precision
 
     device = resolve_device("cpu")
     precision = resolve_precision("auto", device)

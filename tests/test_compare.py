@@ -6,7 +6,7 @@ import sys
 import pytest
 from test_compare_markdown import assert_github_markdown, mermaid_charts
 
-from handsigns.runtime import DECIDING_KEYS
+from handsigns.fingerprint import DECIDING_KEYS
 
 from conftest import make_project, run
 

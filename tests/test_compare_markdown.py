@@ -11,7 +11,7 @@ import re
 from markdown_it import MarkdownIt
 
 from handsigns import compare
-from handsigns.runtime import DECIDING_KEYS
+from handsigns.fingerprint import DECIDING_KEYS
 
 NUMBER = r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)"  # what Mermaid's xychart lexer reads as a number: no exponent, no nan
 

@@ -1,6 +1,5 @@
-"""Where and how a run computes (runtime.py): the precision `auto` picks, TF32, and the fingerprint that tells
-machines apart. CUDA devices are stubbed at a compute capability: the rules are tested here, the real GPU by
-`make gpu-check`."""
+"""Where and how a run computes (runtime.py): the precision `auto` picks, TF32 and seeding. CUDA devices are
+stubbed at a compute capability: the rules are tested here, the real GPU by `make gpu-check`."""
 
 import subprocess
 import sys
@@ -9,16 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from handsigns import runtime
 from handsigns.errors import UserError
-from handsigns.runtime import (
-    DECIDING_KEYS,
-    class_changes,
-    configure_math,
-    fingerprint,
-    machine_names,
-    resolve_precision,
-)
+from handsigns.fingerprint import fingerprint, machine_names
+from handsigns.runtime import configure_math, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -95,34 +87,6 @@ def test_configure_math_leaves_the_cpu_alone(tf32_state):
     assert info["gpu_capability"] is info["tf32_matmul"] is info["tf32_cudnn"] is None
 
 
-def test_tf32_and_the_capability_tell_two_fp32_gpu_runs_apart(gpu, tf32_state):
-    """A V100 and an A100 with TF32 on are not the same arithmetic; the gate and `make exps` must see it."""
-    for key in ("gpu_capability", "tf32_matmul", "tf32_cudnn"):
-        assert key in DECIDING_KEYS
-    torch.backends.cudnn.allow_tf32 = False
-    gpu(7, 0, "Tesla V100")
-    v100 = fingerprint(CUDA, "fp32")
-    gpu(8, 0, "NVIDIA A100")
-    torch.backends.cudnn.allow_tf32 = True
-    a100 = fingerprint(CUDA, "fp32")
-    assert {"gpu", "gpu_capability", "tf32_cudnn"} <= set(class_changes(v100, a100))
-    assert class_changes(a100, dict(a100, gpu_driver="999.1")) == []  # the driver is for people
-
-
-@pytest.mark.parametrize(
-    ("device", "name", "short"),
-    [
-        ("cpu", "Intel(R) Xeon(R) Platinum 8480C", "Intel Xeon Platinum 8480C"),
-        ("cpu", "AMD EPYC 7B13 64-Core Processor", "AMD EPYC 7B13"),
-        ("cpu", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", "Intel Core i7-8650U"),
-        ("cuda:1", "NVIDIA H200", "NVIDIA H200"),
-    ],
-)
-def test_the_machine_is_named_in_three_short_strings(device, name, short):
-    names = machine_names({"device": device, "device_name": name, "precision": "bf16", "torch": "2.14.1"})
-    assert names == {"device": device.split(":")[0], "device_name": short, "precision": "bf16"}
-
-
 def test_seeding_the_cpu_turns_on_determinism_without_importing_inductor():
     """The deterministic switch is set in torch's core: torch.use_deterministic_algorithms would import Inductor
     (1.5 s of every train stage) only to set a flag that matters to torch.compile."""
@@ -135,16 +99,3 @@ def test_seeding_the_cpu_turns_on_determinism_without_importing_inductor():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "False"]
-
-
-@pytest.mark.skipif(runtime.Path("/proc/driver/nvidia/version").exists(), reason="a real NVIDIA driver answers first")
-def test_the_driver_is_read_from_nvidia_smi_where_proc_has_no_entry(monkeypatch):
-    answer = SimpleNamespace(stdout="580.159.04\n")
-    monkeypatch.setattr(runtime.subprocess, "run", lambda *a, **k: answer)
-    assert runtime.gpu_driver() == "580.159.04"
-
-    def missing(*a, **k):
-        raise FileNotFoundError("nvidia-smi")
-
-    monkeypatch.setattr(runtime.subprocess, "run", missing)
-    assert runtime.gpu_driver() is None  # no driver: None, not a crash

@@ -24,8 +24,8 @@ from typing import Any
 
 from handsigns.errors import UserError
 from handsigns.files import write_text
+from handsigns.fingerprint import DECIDING_KEYS, class_changes
 from handsigns.paths import CURVES, EVAL_DETAILS, EVAL_METRICS, FINGERPRINT, QUALITY_METRICS, RUNTIME, posix
-from handsigns.runtime import DECIDING_KEYS, class_changes
 from handsigns.vcs import require_rev, run_dvc, text_at
 
 MARKER = "<!-- handsigns-compare -->"
@@ -115,7 +115,7 @@ def table_or(table: str, sentence: str) -> str:
 def runtime_section(
     base_fp: dict | None, work_fp: dict | None, base_rt: dict | None, work_rt: dict | None, base: str
 ) -> str:
-    """The timings in one line; the fingerprint's deciding keys (runtime.DECIDING_KEYS) only where the
+    """The timings in one line; the fingerprint's deciding keys (fingerprint.DECIDING_KEYS) only where the
     workspace's differ from the base's: then the last bits of a float sum may legitimately differ too."""
     b = f"`{base}`"
     if base_fp is None or work_fp is None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from handsigns.compare import read_predictions, table_or
 from handsigns.errors import UserError
+from handsigns.fingerprint import class_changes
 from handsigns.params import load, parse_params
 from handsigns.params.ci import CIParams
 from handsigns.paths import (
@@ -43,7 +44,6 @@ from handsigns.paths import (
     RUNTIME_FILES,
     posix,
 )
-from handsigns.runtime import class_changes
 from handsigns.vcs import changed_files, pull, reproduce, require_rev, run_dvc, show, text_at
 
 QUALITY_FILES = posix(QUALITY_METRICS)

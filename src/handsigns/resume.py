@@ -22,9 +22,9 @@ import torch
 from handsigns import checkpoint, distributed
 from handsigns.dataset import Split
 from handsigns.files import leftovers
+from handsigns.fingerprint import DECIDING_KEYS, fingerprint
 from handsigns.model import Classifier
 from handsigns.params.recipe import RecipeParams
-from handsigns.runtime import DECIDING_KEYS, fingerprint
 
 
 def _no_best() -> dict[str, Any]:

@@ -23,6 +23,7 @@ from handsigns.adapt import plan_epochs
 from handsigns.augment import augment, mix
 from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
+from handsigns.fingerprint import fingerprint, machine_names
 from handsigns.model import Classifier, build_net, head
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
@@ -30,8 +31,6 @@ from handsigns.runtime import (
     autocast,
     channels_last,
     configure_math,
-    fingerprint,
-    machine_names,
     resolve_device,
     resolve_precision,
     seed_everything,
