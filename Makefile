@@ -118,7 +118,7 @@ check-workflows: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/zizmor --offline .github
 
-# Speed against the course notes' loop, side by side in one run (bench/results.{json,md}; needs `make repro`).
+# Speed against the course notes' loop, side by side in one run (bench/results/speed.{json,md}; needs `make repro`).
 # The threads are pinned so that runs compare: 2, or THREADS=N.
 bench: $(STAMP)
 	OMP_NUM_THREADS=$(or $(THREADS),2) $(BIN)/python bench/speed.py $(BENCH_ARGS)
@@ -142,7 +142,7 @@ bench-finetune: $(STAMP)
 	$(BIN)/python bench/finetune.py $(BENCH_ARGS)
 
 # The default recipe, untouched, on image-folder sets derived here (few-shot SIGNS, drawn shapes, grey 28 px,
-# letters, 1024 px photos, digit scans): test accuracy over seeds 0 1 2 per set (bench/generality.{json,md}).
+# letters, 1024 px photos, digit scans): test accuracy over seeds 0 1 2 per set (bench/results/generality.{json,md}).
 bench-generality: $(STAMP)
 	$(BIN)/python bench/generality.py $(BENCH_ARGS)
 
@@ -153,7 +153,8 @@ notebook: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir='$(CURDIR)' $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS) \
 		notebooks/curso.ipynb
 
-# `handsigns audit` on SIGNS with 5 % of its train labels flipped: how many its top list holds (bench/audit.{json,md}).
+# `handsigns audit` on SIGNS with 5 % of its train labels flipped: how many its top list holds
+# (bench/results/audit.{json,md}).
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit.py $(BENCH_ARGS)
 

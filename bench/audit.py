@@ -8,13 +8,12 @@ given another class at random (seeded). For N flipped: how many of them the top 
     python bench/audit.py                       # 5 % flipped, 5 folds (about 10 minutes on 2 cores)
     python bench/audit.py --fraction 0.1 --folds 3
 
-Writes bench/audit.{json,md}.
+Writes bench/results/audit.{json,md} (--out PREFIX: PREFIX.{json,md}).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from generality import ZIP, project, run_stages
-from seeds import ROOT
+from common import RESULTS, SIGNS_ZIP, project, run_stage, write_results
 
 
 def audit(workdir: Path, folds: int, out: str) -> tuple[pd.DataFrame, float]:
@@ -41,13 +39,12 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.05, help="of the train images to flip (default: 0.05)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="which images flip, and to what")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/audit", metavar="PREFIX")
+    ap.add_argument("--out", type=Path, default=RESULTS / "audit", metavar="PREFIX")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="handsigns-audit-bench-") as tmp:
-        wd = project(Path(tmp), ZIP, [])
-        error, _ = run_stages(wd, ("download", "split", "train"), threads=2)
-        if error:
-            raise SystemExit(f"bench/audit.py: {error}")
+        wd = project(Path(tmp), source=SIGNS_ZIP)
+        for stage in ("download", "split", "train"):
+            run_stage(wd, stage, threads=2)
         clean, clean_s = audit(wd, args.folds, "reports/clean")
         index = wd / "data/index/train.csv"
         train = pd.read_csv(index, dtype=str, keep_default_na=False)
@@ -80,7 +77,6 @@ def main() -> None:
             "top": clean.head(10)[["path", "split", "given", "suggested", "given_probability"]].to_dict("records"),
         },
     }
-    args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
     top = "\n".join(
         f"| {r['path']} | {r['split']} | {r['given']} | {r['suggested']} | {float(r['given_probability']):.3f} |"
         for r in report["clean"]["top"]
@@ -93,7 +89,7 @@ def main() -> None:
         f"{noisy_s:.0f} s.\n\nThe unmodified SIGNS: {report['clean']['flagged']} flagged ({clean_s:.0f} s); "
         f"the ten most doubtful:\n\n| path | split | given | suggested | p(given) |\n|---|---|---|---|---:|\n{top}\n"
     )
-    args.out.with_name(args.out.name + ".md").write_text(md)
+    write_results(args.out, report, md)
     print(md)
 
 

@@ -19,16 +19,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from common import ROOT, figures, project, run_stage
 from PIL import Image, ImageOps
-from seeds import ROOT, apply_overrides, results
 
 
 def make_photos(dest: Path) -> int:
@@ -48,24 +45,10 @@ def make_photos(dest: Path) -> int:
     return n
 
 
-def project(workdir: Path, photos: Path, overrides: list[str]) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update({"source": str(photos), "sha256": None})
-    workdir.mkdir(parents=True)
-    shutil.copytree(ROOT / "stages", workdir / "stages")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(apply_overrides(params, overrides), sort_keys=False))
-    return workdir
-
-
 def run(workdir: Path) -> dict:
     for stage in ("download", "split", "train", "evaluate"):
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-        proc = subprocess.run(
-            [sys.executable, f"stages/{stage}.py"], cwd=workdir, capture_output=True, text=True, env=env
-        )
-        if proc.returncode:
-            raise SystemExit(f"{workdir.name}: stage {stage} failed:\n{proc.stderr[-2000:]}")
-    return {**results(workdir), "images": json.loads((workdir / "metrics/data.json").read_text())["images"]["train"]}
+        run_stage(workdir, stage, threads=os.environ.get("OMP_NUM_THREADS", "2"))
+    return {**figures(workdir), "images": json.loads((workdir / "metrics/data.json").read_text())["images"]["train"]}
 
 
 def main() -> None:
@@ -83,9 +66,9 @@ def main() -> None:
         digest = hashlib.sha256(start.read_bytes()).hexdigest()
         tuned = [f"train.init_from={start}", f"train.init_from_sha256={digest}", *args.overrides]
         rows = {
-            "from scratch": run(project(Path(tmp) / "scratch", photos, [])),
+            "from scratch": run(project(Path(tmp) / "scratch", source=photos)),
             f"from the SIGNS model ({' '.join(args.overrides) or 'default params'})": run(
-                project(Path(tmp) / "tuned", photos, tuned)
+                project(Path(tmp) / "tuned", tuned, source=photos)
             ),
         }
     print(f"{count} photos (SIGNS val + test, grey, contrast, random crop), split by the pipeline\n")

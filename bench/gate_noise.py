@@ -4,7 +4,7 @@ rule says of each pair (docs/comparing-runs.md, "The regression gate").
     python bench/gate_noise.py                        # seeds 0-4 on this machine, against each other and HEAD
     python bench/gate_noise.py --seeds 0 -S epochs=5 -S train.min_steps=0     # a real regression instead
 
-Each seed trains and evaluates in its own temporary folder (bench/seeds.py), so the workspace is untouched;
+Each seed trains and evaluates in its own temporary folder (bench/seeds.py's run_seed), so the workspace is untouched;
 needs `dvc repro split`. Every run is paired with every other and with HEAD's committed run (made on the
 machine its metrics/fingerprint.json names): held-out images lost and gained, the sign test's p, and whether
 `handsigns gate` would fail it with the committed ci params. Prints markdown.
@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import ROOT, run_seed
+from common import ROOT
+from seeds import run_seed
 
 from handsigns import gate
 

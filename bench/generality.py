@@ -24,7 +24,7 @@ val) and share of handsigns.outliers' pictures caught, and train seconds.
 
     python bench/generality.py                                # all sets, seeds 0 1 2 (hours on 2 cores)
     python bench/generality.py --sets shapes-few,signs-5 --seeds 0 -S epochs=1 -S train.min_steps=5   # smoke
-    python bench/generality.py -S train.augment=false --out bench/generality-noaug       # a variant beside it
+    python bench/generality.py -S train.augment=false --out bench/results/generality-noaug
 
 A run has OMP_NUM_THREADS threads (default 1), -j runs at once (default: cores / threads). Sets are built into
 WORK/sets (--work, default /tmp/handsigns-generality) once, and again when this script changes. Writes PREFIX.json
@@ -41,7 +41,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,11 +51,9 @@ from pathlib import Path
 from statistics import mean
 
 import numpy as np
-import yaml
+from common import RESULTS, SIGNS_ZIP, StageFailed, figures, project, run_stage, write_results
 from PIL import Image, ImageDraw, ImageFont
-from seeds import ROOT, apply_overrides, results
 
-ZIP = ROOT / "datasets/64x64_SIGNS.zip"
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 
 
@@ -66,7 +63,7 @@ def save(img: Image.Image, path: Path, **kw) -> None:
 
 
 def signs_members() -> list[str]:
-    with zipfile.ZipFile(ZIP) as zf:
+    with zipfile.ZipFile(SIGNS_ZIP) as zf:
         return sorted(n for n in zf.namelist() if not n.endswith("/"))
 
 
@@ -86,7 +83,7 @@ def signs_subset(fraction: float) -> list[str]:
 
 
 def signs_files(names: list[str]):
-    with zipfile.ZipFile(ZIP) as zf:
+    with zipfile.ZipFile(SIGNS_ZIP) as zf:
         yield from ((name, zf.read(name)) for name in names)
 
 
@@ -250,35 +247,20 @@ def ensure_set(name: str, sets: Path) -> Path:
     return dest
 
 
-def project(workdir: Path, source: Path, overrides: list[str], data_from: Path | None = None) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update({"source": str(source), "sha256": None})
-    shutil.copytree(ROOT / "stages", workdir / "stages")
-    (workdir / "params.yaml").write_text(yaml.safe_dump(apply_overrides(params, overrides), sort_keys=False))
-    if data_from:  # a seed's run: the set's one split, linked
-        (workdir / "data").mkdir()
-        for name in ("raw", "index"):
-            os.symlink(data_from / "data" / name, workdir / "data" / name)
-    return workdir
-
-
 def run_stages(workdir: Path, stages: tuple[str, ...], threads: int) -> tuple[str | None, list[str]]:
     """Run the stages in order: the failing stage's last error line (or None), and the lines that warn."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # torchrun, as dvc.yaml's PATH
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PATH": path}
     warnings = []
     for stage in stages:
-        cmd = [sys.executable, f"stages/{stage}.py"]
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
-        warnings += [line for line in proc.stdout.splitlines() if "warning:" in line]
-        if proc.returncode:
-            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or [f"exit {proc.returncode}"]
-            return f"{stage}: {lines[-1]}", warnings
+        try:
+            lines = [line for _, line in run_stage(workdir, stage, threads)]
+        except StageFailed as failed:  # the row says why, and the other sets go on
+            return failed.error, warnings + [line for line in failed.lines if "warning:" in line]
+        warnings += [line for line in lines if "warning:" in line]
     return None, warnings
 
 
 def prepare(name: str, source: Path, tmp: Path, args: argparse.Namespace) -> dict:
-    wd = project(tmp / name / "data", source, [*DECLARED.get(name, []), *args.overrides])
+    wd = project(tmp / name / "data", [*DECLARED.get(name, []), *args.overrides], source=source)
     error, warnings = run_stages(wd, ("download", "split"), args.threads)
     if error:
         return {"error": error, "warnings": warnings}
@@ -289,7 +271,8 @@ def prepare(name: str, source: Path, tmp: Path, args: argparse.Namespace) -> dic
 
 def run_seed(name: str, source: Path, seed: int, tmp: Path, args: argparse.Namespace) -> dict:
     overrides = [*DECLARED.get(name, []), *args.overrides, f"seed={seed}"]
-    wd = project(tmp / name / f"seed{seed}", source, overrides, data_from=tmp / name / "data")
+    # a seed's run: the set's one split, linked
+    wd = project(tmp / name / f"seed{seed}", overrides, source=source, data_from=tmp / name / "data")
     error, _ = run_stages(wd, ("train", "evaluate"), args.threads)
     if error:
         return {"seed": seed, "error": error}
@@ -297,7 +280,7 @@ def run_seed(name: str, source: Path, seed: int, tmp: Path, args: argparse.Names
     gap = round(end["train"]["accuracy"] - end["val"]["accuracy"], 6)
     # the train stage's fingerprint (handsigns.fingerprint.fingerprint): this machine as the runs saw it
     fingerprint = json.loads((wd / "metrics/fingerprint.json").read_text())
-    return {"seed": seed, **results(wd), "end": end, "end_gap": gap, "fingerprint": fingerprint}
+    return {"seed": seed, **figures(wd), "end": end, "end_gap": gap, "fingerprint": fingerprint}
 
 
 def summary(runs: list[dict]) -> dict:
@@ -362,7 +345,7 @@ def main() -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     ap.add_argument("-j", "--jobs", type=int, default=max(1, (os.cpu_count() or 1) // threads))
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "handsigns-generality")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/generality", metavar="PREFIX")
+    ap.add_argument("--out", type=Path, default=RESULTS / "generality", metavar="PREFIX")
     args = ap.parse_args()
     args.threads, names = threads, args.sets.split(",")
     if unknown := [n for n in names if n not in BUILDERS]:
@@ -388,15 +371,13 @@ def main() -> None:
     date, overrides = time.strftime("%Y-%m-%d"), " ".join(args.overrides) or "(none: params.yaml as committed)"
     report = {"date": date, "command": command, "overrides": args.overrides, "seeds": args.seeds}
     report |= {"omp_num_threads": threads, "jobs": args.jobs, "machine": machine, "sets": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
     where = f"{machine['device_name']} ({machine['cpu_cores']} cores), {machine['precision']}" if machine else "?"
     md = (
         f"# The default recipe on other data sets\n\n`{command}`\n\noverrides: {overrides}; seeds "
         f"{' '.join(map(str, args.seeds))}; {where}, {threads} thread(s) a run, {args.jobs} at once; {date}\n\n"
         + table(rows)
     )
-    args.out.with_name(args.out.name + ".md").write_text(md)
+    write_results(args.out, report, md)
     print(f"\n{md}")
 
 

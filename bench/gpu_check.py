@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import ROOT, apply_overrides
+from common import ROOT, apply_overrides, write_results
 from speed import NOTES_RECIPE
 
 THRESHOLDS = (0.95, 0.99)
@@ -203,9 +203,8 @@ def main() -> int:
     failed = Rule(ci.max_accuracy_drop, ci.significance).regression(paired, "the committed run")
     report["checks"]["gate"] = (not failed, failed[0] if failed else paired.describe("the committed run"))
     report["fingerprint"] = fingerprint(device, auto)
-    (args.out / "gpu-check.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(report)
-    (args.out / "gpu-check.md").write_text(text)
+    write_results(args.out / "gpu-check", report, text)
     print(text)
     return 0 if all(ok for ok, _ in report["checks"].values()) else 1
 

@@ -13,9 +13,9 @@ and the share caught at the threshold.
 - mahalanobis: handsigns.ood's, the one the pipeline exports (Lee et al., 2018)
 
     python bench/ood_detectors.py                      # models/best.pt and data/index: the committed run
-    python bench/ood_detectors.py --out bench/ood-detectors
+    python bench/ood_detectors.py --model other/best.pt --out /tmp/ood-detectors
 
-Writes PREFIX.json and PREFIX.md (the table, also printed).
+Writes PREFIX.json and PREFIX.md (the table, also printed); PREFIX defaults to bench/results/ood-detectors.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from seeds import ROOT
+from common import RESULTS, ROOT, write_results
 
 from handsigns import ood, outliers
 from handsigns.checkpoint import load_model
@@ -72,7 +72,7 @@ def detectors(train: np.ndarray, labels: np.ndarray, classes: int, val: np.ndarr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=ROOT / "models/best.pt")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/ood-detectors")
+    ap.add_argument("--out", type=Path, default=RESULTS / "ood-detectors", metavar="PREFIX")
     args = ap.parse_args()
     model, ckpt = load_model(args.model)
     size, classes = ckpt["model"]["image_size"], ckpt["classes"]
@@ -116,9 +116,8 @@ def main() -> None:
     lines += ["", f"The model's calibrated top probability on them, median (share at 0.9 or more): {answered}"]
     table = f"{head}\n\n" + "\n".join(lines) + "\n"
     print(table)
-    args.out.with_suffix(".md").write_text(table)
     report = {"model": where, "date": date, "max_val_flagged": MAX_FLAGGED, "detectors": rows, "answered": sure}
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    write_results(args.out, report, table)
 
 
 if __name__ == "__main__":

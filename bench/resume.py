@@ -4,8 +4,8 @@ and run again, side by side; the two must end with identical best.pt and metrics
     python bench/resume.py            # kill after epoch 10
     python bench/resume.py --kill-after 15
 
-Needs the data stages' outputs (`dvc repro split`). Runs in temporary folders (bench/seeds.py's
-make_workdir), so the workspace is left untouched. Prints a markdown table.
+Needs the data stages' outputs (`dvc repro split`). Runs in temporary folders (bench/common.py's project), so
+the workspace is left untouched. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seeds import ROOT, make_workdir
+from common import ROOT, project
 
 COMPARED = ("models/best.pt", "metrics/train.json")
 
@@ -57,7 +57,7 @@ def main() -> None:
     if not (ROOT / "data/index/train.csv").exists():
         raise SystemExit("error: data/index not found; run `dvc repro split` first")
     with tempfile.TemporaryDirectory(prefix="handsigns-resume-") as tmp:
-        straight, killed = make_workdir(Path(tmp) / "straight", []), make_workdir(Path(tmp) / "killed", [])
+        straight, killed = (project(Path(tmp) / name, data_from=ROOT) for name in ("straight", "killed"))
         straight_s, out = train(straight)
         epochs = int(re.search(r"^epoch +1/(\d+)", out, re.M)[1])
         killed_s, _ = train(killed, args.kill_after)

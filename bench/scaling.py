@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from common import ROOT, figures, project, run_stage
 from PIL import Image
-from seeds import ROOT, make_workdir, results
 
 CLASSES = 10
 
@@ -146,13 +146,10 @@ def processes() -> None:
     print("|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="handsigns-procs-") as tmp:
         for nproc in (1, 2):
-            workdir = make_workdir(Path(tmp) / f"nproc{nproc}", [f"nproc={nproc}"])
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // nproc))}
+            workdir = project(Path(tmp) / f"nproc{nproc}", [f"nproc={nproc}"], data_from=ROOT)
             for stage in ("train", "evaluate"):
-                subprocess.run(
-                    [sys.executable, f"stages/{stage}.py"], cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL
-                )
-            r = results(workdir)
+                run_stage(workdir, stage, threads=max(1, cores // nproc))
+            r = figures(workdir)
             print(
                 f"| {nproc} | {r['seconds']:.1f} | {r['best_epoch']} | {r['test']['accuracy']:.4f} | "
                 f"{r['test_errors']}/{r['test_images']} |"

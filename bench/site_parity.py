@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT
 from PIL import Image
-from seeds import ROOT
 
 sys.path.insert(0, str(ROOT / "tests"))
 from browser import open_page

@@ -15,7 +15,7 @@ Measures, on the data the workspace's split stage indexed (`make repro` first):
   (d) a no-op `dvc repro` in the workspace (when it is up to date);
   (e) `handsigns predict`'s ONNX model: latency at batch 1 (p50, p99) and throughput at batch 64.
 
-Writes bench/results.json and bench/results.md (the table it prints). Timings are of this machine, this run:
+Writes bench/results/speed.json and bench/results/speed.md (the table it prints). Timings are of this machine, this run:
 compare ratios, not seconds across machines.
 """
 
@@ -38,7 +38,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notes_loop
-from seeds import ROOT, apply_overrides, make_workdir, results, run_stage
+from common import RESULTS, ROOT, apply_overrides, figures, project, run_stage, write_results
 
 # The notes' recipe as params.yaml overrides: their Net (32 channels, no batch norm, no dropout), SGD lr 0.001
 # momentum 0.9, batch 32, no augmentation, schedule, weight decay or label smoothing.
@@ -98,10 +98,10 @@ def first_reaching(lines: list[tuple[float, str]], threshold: float) -> float | 
 
 
 def train_stage(overrides: list[str], workdir: Path) -> dict:
-    make_workdir(workdir, overrides)
+    project(workdir, overrides, data_from=ROOT)
     lines = run_stage(workdir, "train")
     run_stage(workdir, "evaluate")
-    found = results(workdir)
+    found = figures(workdir)
     precision = json.loads((workdir / "metrics/fingerprint.json").read_text())["precision"]
     return {
         "stage_seconds": round(lines[-1][0], 1),
@@ -277,9 +277,8 @@ def main() -> None:
         "noop_repro_s": r["noop_repro_s"] is not None and r["noop_repro_s"] <= TARGETS["noop_repro_s"],
         "predict_p50_ms": r["predict"]["batch1_p50_ms"] <= TARGETS["predict_p50_ms"],
     }
-    (ROOT / "bench/results.json").write_text(json.dumps(r, indent=2) + "\n")
     text = table(r)
-    (ROOT / "bench/results.md").write_text(text)
+    write_results(RESULTS / "speed", r, text)
     print(text)
 
 
