@@ -33,19 +33,17 @@ def one_step(seed: int):
 
 
 def test_a_saved_run_restores_weights_optimiser_schedule_streams_and_progress(tmp_path):
-    path, sig = tmp_path / "resume.pt", {"params": "p", "data": "d"}
+    saved = resume.Resume(tmp_path / "resume.pt", {"params": "p", "data": "d"})
     model, optimizer, scheduler, gen = one_step(seed=0)
     best = {"state_dict": checkpoint.cpu_state(model), "epoch": 1}
-    progress = resume.Progress(
-        3, {"accuracy": 0.5, "loss": 0.7, "epoch": 1}, best, 2, [[1, [1.0, 0.5], [0.9, 0.5]]], 4.5
-    )
-    resume.save(path, sig, progress, model, optimizer, scheduler, gen, CPU)
+    progress = resume.Progress(3, resume.Best(0.5, 0.7, 1), best, 2, [[1, [1.0, 0.5], [0.9, 0.5]]], 4.5)
+    saved.save(progress, model, optimizer, scheduler, gen, CPU)
     next_cpu_draw = torch.rand(2)  # what the restored stream must give again
 
     other = one_step(seed=1)
     other[2].step()  # a schedule one step further: only the restore can bring it back
     assert other[2].state_dict() != scheduler.state_dict()
-    restored = resume.restore(path, sig, *other, CPU)
+    restored = saved.restore(*other, CPU)
     saved_best, restored_best = progress.best_checkpoint["state_dict"], restored.best_checkpoint.pop("state_dict")
     assert all(torch.equal(restored_best[k], v) for k, v in saved_best.items())
     progress.best_checkpoint = {"epoch": 1}
@@ -58,20 +56,31 @@ def test_a_saved_run_restores_weights_optimiser_schedule_streams_and_progress(tm
     assert torch.equal(torch.rand(2), next_cpu_draw)
 
 
+def test_the_file_holds_plain_tensors_lists_and_dicts_in_its_layout(tmp_path):
+    """What torch.load(weights_only=True) reads, in the order earlier runs wrote it: the best epoch a dict."""
+    saved = resume.Resume(tmp_path / "resume.pt", {"params": "p"})
+    progress = resume.Progress(epoch=2, best=resume.Best(0.75, 0.5, 2))
+    saved.save(progress, *one_step(seed=0), CPU)
+    state = torch.load(saved.path, weights_only=True)
+    assert list(state) == ["signature", *resume.PROGRESS, "net", "rng", "optimizer", "scheduler"]
+    assert state["best"] == {"accuracy": 0.75, "loss": 0.5, "epoch": 2}
+
+
 def test_a_run_of_other_params_or_an_older_layout_starts_fresh_and_says_why(tmp_path, capsys):
     path = tmp_path / "resume.pt"
     model, optimizer, scheduler, gen = one_step(seed=0)
-    resume.save(path, {"params": "p", "data": "d"}, resume.Progress(epoch=2), model, optimizer, scheduler, gen, CPU)
-    fresh = resume.restore(path, {"params": "q", "data": "d"}, model, optimizer, scheduler, gen, CPU)
+    live = (model, optimizer, scheduler, gen, CPU)
+    resume.Resume(path, {"params": "p", "data": "d"}).save(resume.Progress(epoch=2), *live)
+    fresh = resume.Resume(path, {"params": "q", "data": "d"}).restore(*live)
     assert fresh == resume.Progress()
     assert f"not resuming from {path}: it was saved with other params; starting over" in capsys.readouterr().out
 
     state = torch.load(path, weights_only=True)
     del state["since_best"]  # a file written before that field existed
     torch.save(state, path)
-    assert resume.restore(path, {"params": "p", "data": "d"}, model, optimizer, scheduler, gen, CPU).epoch == 0
+    assert resume.Resume(path, {"params": "p", "data": "d"}).restore(*live).epoch == 0
     assert f"not resuming from {path}: unreadable (KeyError); starting over" in capsys.readouterr().out
-    assert resume.restore(tmp_path / "none.pt", {}, model, optimizer, scheduler, gen, CPU) == resume.Progress()
+    assert resume.Resume(tmp_path / "none.pt", {}).restore(*live) == resume.Progress()
 
 
 @pytest.mark.parametrize(("change", "part"), [("recipe", "params"), ("label", "data"), ("file", "data")])
@@ -95,10 +104,10 @@ def test_finish_clears_the_file_its_cut_writes_and_the_empty_folder(tmp_path):
     path = folder / "train.pt"
     path.write_bytes(b"state")
     (folder / ".train.pt.x1.tmp").write_bytes(b"half")  # a write a kill cut short
-    resume.finish(path)
+    resume.Resume(path, {}).finish()
     assert not folder.exists()
 
     folder.mkdir()
     (folder / "notes.txt").write_text("someone else's")
-    resume.finish(path)
+    resume.Resume(path, {}).finish()
     assert (folder / "notes.txt").exists()  # a folder that holds more is left alone

@@ -2,8 +2,9 @@
 
 After every epoch the train stage saves everything the next epoch reads (the weights, the optimiser and
 schedule, every rank's random streams, the best epoch so far and the curves) with a :func:`signature` of
-what the run is; a later run :func:`restore` s it only when that signature matches, and a completed run
-:func:`finish` es by deleting it. A kill at any moment, even inside a save, loses at most one epoch.
+what the run is: :meth:`Resume.save`. A later run's :meth:`Resume.restore` reads it only when that
+signature matches, and a completed run's :meth:`Resume.finish` deletes it. A kill at any moment, even inside
+a save, loses at most one epoch.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ from handsigns.model import Classifier
 from handsigns.params.recipe import RecipeParams
 
 
-def _no_best() -> dict[str, Any]:
-    return {"accuracy": -1.0, "loss": math.inf, "epoch": 0}
+@dataclass
+class Best:
+    """The best epoch so far: its val accuracy and loss, and which epoch it was (0: none yet)."""
+
+    accuracy: float = -1.0
+    loss: float = math.inf
+    epoch: int = 0
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Progress:
     """Where a run stands after its last complete epoch: what a resume file holds besides the live state."""
 
     epoch: int = 0  # epochs complete
-    best: dict[str, Any] = field(default_factory=_no_best)  # val accuracy and loss of the best epoch, and which
+    best: Best = field(default_factory=Best)
     best_checkpoint: dict[str, Any] = field(default_factory=dict)  # what models/best.pt holds
     since_best: int = 0  # epochs since the best one (early stopping)
     history: list[Any] = field(default_factory=list)  # [epoch, [train loss, acc], [val loss, acc]] per epoch
@@ -79,6 +85,7 @@ def _read(path: Path, expected: dict) -> dict | None:
         missing = [key for key in (*PROGRESS, *LIVE) if key not in state]
         if missing:  # a file of an older layout is as foreign as a damaged one
             raise KeyError(missing[0])
+        state["best"] = Best(**state["best"])
     except Exception as exc:  # a damaged or foreign file: never fatal, never trusted
         print(f"train: not resuming from {path}: unreadable ({type(exc).__name__}); starting over", flush=True)
         return None
@@ -95,51 +102,55 @@ def _rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     return {"generator": gen.get_state(), "torch": torch.get_rng_state(), **cuda}
 
 
-def restore(
-    path: Path, signature: dict, model: Classifier, optimizer, scheduler, gen: torch.Generator, device
-) -> Progress:
-    """Load the run saved at ``path`` into ``model``, ``optimizer``, ``scheduler`` and the random streams, when
-    it is this run (``signature``); its progress, or a fresh one. Rank 0 reads and judges the file and hands it
-    to the others: no file system is shared across nodes."""
-    world = distributed.current()
-    state = distributed.broadcast(_read(path, signature) if world.main else None)
-    if state is None:
-        return Progress()
-    model.net.load_state_dict(state["net"])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"][world.rank]  # each rank its own streams
-    gen.set_state(rng["generator"])
-    torch.set_rng_state(rng["torch"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], device)
-    return Progress(**{key: state[key] for key in PROGRESS})
+@dataclass(frozen=True)
+class Resume:
+    """A run's resume file at ``path``, trusted only by a run of the same ``signature``."""
 
+    path: Path
+    signature: dict
 
-def save(path: Path, signature: dict, progress: Progress, model: Classifier, optimizer, scheduler, gen, device) -> None:
-    """Save the run after ``progress.epoch``: every rank's random streams gathered, rank 0 writing (atomically:
-    a kill mid-write leaves the previous epoch's file)."""
-    rngs = distributed.all_gather(_rng(gen, device))
-    if not distributed.current().main:
-        return
-    state = {
-        "signature": signature,
-        **{key: getattr(progress, key) for key in PROGRESS},  # not asdict(): it would deep-copy the weights
-        "net": checkpoint.cpu_state(model),
-        "rng": rngs,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler else {},
-    }
-    checkpoint.save(path, state)
+    def restore(self, model: Classifier, optimizer, scheduler, gen: torch.Generator, device) -> Progress:
+        """Load the run saved at :attr:`path` into ``model``, ``optimizer``, ``scheduler`` and the random streams,
+        when it is this run (:attr:`signature`); its progress, or a fresh one. Rank 0 reads and judges the file
+        and hands it to the others: no file system is shared across nodes."""
+        world = distributed.current()
+        state = distributed.broadcast(_read(self.path, self.signature) if world.main else None)
+        if state is None:
+            return Progress()
+        model.net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"][world.rank]  # each rank its own streams
+        gen.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        return Progress(**{key: state[key] for key in PROGRESS})
 
+    def save(self, progress: Progress, model: Classifier, optimizer, scheduler, gen: torch.Generator, device) -> None:
+        """Save the run after ``progress.epoch``: every rank's random streams gathered, rank 0 writing
+        (atomically: a kill mid-write leaves the previous epoch's file)."""
+        rngs = distributed.all_gather(_rng(gen, device))
+        if not distributed.current().main:
+            return
+        state = {
+            "signature": self.signature,
+            # not asdict(progress): it would deep-copy the weights; Best as a plain dict, which weights_only reads
+            **{key: getattr(progress, key) for key in PROGRESS} | {"best": dataclasses.asdict(progress.best)},
+            "net": checkpoint.cpu_state(model),
+            "rng": rngs,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler else {},
+        }
+        checkpoint.save(self.path, state)
 
-def finish(path: Path) -> None:
-    """A completed run leaves nothing to resume, nor an empty folder (rank 0 deletes)."""
-    if not distributed.current().main:
-        return
-    path.unlink(missing_ok=True)
-    for stray in leftovers(path):  # a checkpoint write a kill cut short
-        stray.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        path.parent.rmdir()
+    def finish(self) -> None:
+        """A completed run leaves nothing to resume, nor an empty folder (rank 0 deletes)."""
+        if not distributed.current().main:
+            return
+        self.path.unlink(missing_ok=True)
+        for stray in leftovers(self.path):  # a checkpoint write a kill cut short
+            stray.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()

@@ -278,8 +278,7 @@ class Record:
     best_path: Path
     meta: dict[str, Any]  # what every checkpoint holds besides the weights (build_model)
     live: Any = None  # DVCLive's Live, on rank 0; None: no curves
-    resume_path: Path | None = None
-    signature: dict[str, Any] = dataclasses.field(default_factory=dict)  # resume.signature of this run
+    resume: resume.Resume | None = None  # None: nothing saved for resuming
 
     def curve(self, epoch: int, tr: EpochStats, va: EpochStats) -> None:
         if self.live is None:
@@ -294,17 +293,15 @@ class Record:
         """The progress of an interrupted run of the same params, data, code and machine, restored into
         ``model`` and ``loop`` with its curves and best checkpoint rewritten (DVC deleted them with the
         stage's outputs); a fresh start otherwise."""
-        if self.resume_path is None:
+        if self.resume is None:
             return resume.Progress()
-        progress = resume.restore(
-            self.resume_path, self.signature, model, loop.optimizer, loop.scheduler, loop.gen, loop.device
-        )
+        progress = self.resume.restore(model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
         for epoch, tr_row, va_row in progress.history:
             self.curve(epoch, EpochStats(*tr_row), EpochStats(*va_row))
         if progress.best_checkpoint and loop.world.main:
             checkpoint.save(self.best_path, progress.best_checkpoint)
         if progress.epoch:
-            loop.world.say(f"train: resuming from {self.resume_path} after epoch {progress.epoch} of {loop.epochs}")
+            loop.world.say(f"train: resuming from {self.resume.path} after epoch {progress.epoch} of {loop.epochs}")
         return progress
 
     def epoch(
@@ -323,8 +320,8 @@ class Record:
         loop.world.say(f"epoch {epoch:3d}/{loop.epochs}  {figures}")
         self.curve(epoch, tr, va)
         progress.history.append([epoch, [tr.loss, tr.accuracy], [va.loss, va.accuracy]])
-        if (va.accuracy, -va.loss) > (progress.best["accuracy"], -progress.best["loss"]):
-            progress.best = {"accuracy": va.accuracy, "loss": va.loss, "epoch": epoch}
+        if (va.accuracy, -va.loss) > (progress.best.accuracy, -progress.best.loss):
+            progress.best = resume.Best(va.accuracy, va.loss, epoch)
             progress.since_best = 0
             progress.best_checkpoint = {"state_dict": checkpoint.cpu_state(model), "epoch": epoch, **self.meta}
             if loop.world.main:
@@ -332,10 +329,8 @@ class Record:
         else:
             progress.since_best += 1
         progress.epoch, progress.seconds = epoch, seconds
-        if self.resume_path is not None:
-            resume.save(
-                self.resume_path, self.signature, progress, model, loop.optimizer, loop.scheduler, loop.gen, loop.device
-            )
+        if self.resume is not None:
+            self.resume.save(progress, model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
 
 
 # ------------------------------------------------------------------------------------------------------- fit
@@ -348,6 +343,7 @@ def fit(
     val: Split,
     live=None,
     best_path: Path = BEST,
+    *,
     resume_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train; save the best epoch by val accuracy (ties: lower val loss) to ``best_path``. Returns the run's
@@ -371,26 +367,36 @@ def fit(
     try:
         model, meta = build_model(recipe, classes, train, world, device)
         loop = make_loop(recipe, model, len(train), world, device, precision)
-        sig = resume.signature(recipe, classes, train, val, device, precision) if resume_path else {}
-        record = Record(best_path, meta, live, resume_path, sig)
+        saved = None
+        if resume_path is not None:
+            saved = resume.Resume(resume_path, resume.signature(recipe, classes, train, val, device, precision))
+        record = Record(best_path, meta, live, saved)
         progress = run_epochs(model, loop, train, val, record)
         del model, loop, record  # the DDP reducer goes with the group it holds, not at interpreter exit
         distributed.finish()
     finally:
         distributed.teardown()
-    machine = fingerprint(device, precision)
+    return summary(progress, adapted, world.size, len(train), fingerprint(device, precision))
+
+
+def summary(
+    progress: resume.Progress, adapted: dict[str, Any], world_size: int, images: int, machine: dict[str, Any]
+) -> dict[str, Any]:
+    """What a finished run reports: quality (DVC metrics), the best epoch's figures, the runtime and the
+    fingerprint of the ``machine`` that ran it (``images``: the training set's size)."""
+    best = progress.best
     return {
         "quality": {  # DVC metrics: the headline only; what each auto knob became is in the checkpoint's params
-            "best_epoch": progress.best["epoch"],
+            "best_epoch": best.epoch,
             "epochs_run": progress.epoch,
             **({"regularisation_strength": adapted["strength"]} if adapted else {}),
         },
         "adapted": adapted,
-        "best": {"accuracy": progress.best["accuracy"], "loss": progress.best["loss"]},
+        "best": {"accuracy": best.accuracy, "loss": best.loss},
         "runtime": {
             "train_seconds": round(progress.seconds, 3),
-            "train_images_per_s": round(progress.epoch * len(train) / progress.seconds, 1),
-            "world_size": world.size,
+            "train_images_per_s": round(progress.epoch * images / progress.seconds, 1),
+            "world_size": world_size,
             **machine_names(machine),
         },
         "fingerprint": machine,
@@ -425,10 +431,10 @@ def run_epochs(model: Classifier, loop: Loop, train: Split, val: Split, record: 
         raise UserError(f"{out}; try a smaller batch: dvc exp run -S batch_size={max(1, size // 2)}") from None
     except KeyboardInterrupt:
         done, saved = progress.epoch, "no complete epoch was saved"
-        if record.resume_path is not None and done:
-            saved = f"epochs 1-{done} are saved in {record.resume_path}: run `dvc repro` again to resume"
+        if record.resume is not None and done:
+            saved = f"epochs 1-{done} are saved in {record.resume.path}: run `dvc repro` again to resume"
         raise KeyboardInterrupt(f"training stopped in epoch {done + 1} of {loop.epochs}; {saved}") from None
-    if record.resume_path is not None:
-        resume.finish(record.resume_path)
+    if record.resume is not None:
+        record.resume.finish()
     progress.seconds = before + time.perf_counter() - started
     return progress
