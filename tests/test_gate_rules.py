@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from handsigns import gate
+from handsigns import cli, gate
 
 RULE = gate.Rule(max_drop=0.01, significance=0.01)
 
@@ -109,3 +109,51 @@ def test_stale_lock_after_a_pull_counts_every_output_and_dependency_not_as_recor
         "export:metrics/eval.json (modified)",
         "export:models/best.pt (deleted)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "mode"),
+    [
+        ([], gate.Mode.WORKSPACE),
+        (["--reproduce"], gate.Mode.REPRODUCE),
+        (["--exact"], gate.Mode.EXACT),
+        (["--reproduce", "--exact"], gate.Mode.REPRODUCE_EXACT),
+        (["--verify"], gate.Mode.VERIFY),
+    ],
+)
+def test_each_accepted_combination_of_flags_is_one_mode(flags, mode):
+    assert cli.gate_mode(cli.parser().parse_args(["gate", *flags])) is mode
+
+
+@pytest.mark.parametrize("flags", [["--verify", "--exact"], ["--verify", "--reproduce"]])
+def test_the_cli_refuses_the_combinations_no_mode_names(flags, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["gate", *flags])
+    assert exit_.value.code == 2 and "--verify" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mode", "steps"),
+    [
+        (gate.Mode.WORKSPACE, []),
+        (gate.Mode.REPRODUCE, ["reproduce"]),
+        (gate.Mode.EXACT, ["stale_lock", "check_reproduction"]),
+        (gate.Mode.REPRODUCE_EXACT, ["stale_lock", "reproduce", "check_reproduction"]),
+        (gate.Mode.VERIFY, ["verify_pulled"]),
+    ],
+)
+def test_each_mode_runs_its_checks_in_order(monkeypatch, capsys, mode, steps):
+    ran = []
+    monkeypatch.setattr(gate, "require_rev", lambda rev: None)
+    monkeypatch.setattr(gate, "rule_at", lambda rev, max_drop: RULE)
+    monkeypatch.setattr(gate, "held_out_predictions", lambda rev: preds(10))
+    monkeypatch.setattr(gate, "run_dvc", lambda args: "")
+    monkeypatch.setattr(gate, "stale_lock", lambda: ran.append("stale_lock") or [])
+    monkeypatch.setattr(gate, "reproduce", lambda: ran.append("reproduce"))
+    monkeypatch.setattr(gate, "verify_pulled", lambda committed: ran.append("verify_pulled") or ([], []))
+    monkeypatch.setattr(
+        gate, "check_reproduction", lambda rule, committed: ran.append("check_reproduction") or ([], [])
+    )
+    assert gate.run("main", None, mode) == 0
+    assert ran == steps
+    assert "gate: pass" in capsys.readouterr().out

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handsigns import __version__
 from handsigns.errors import run_main
 from handsigns.paths import ONNX
+
+if TYPE_CHECKING:
+    from handsigns.gate import Mode
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -41,7 +45,18 @@ def _compare(args: argparse.Namespace) -> int:
 def _gate(args: argparse.Namespace) -> int:
     from handsigns.gate import run
 
-    return run(args.base, args.max_drop, args.exact, args.reproduce, args.verify)
+    return run(args.base, args.max_drop, gate_mode(args))
+
+
+def gate_mode(args: argparse.Namespace) -> Mode:
+    """The gate's :class:`handsigns.gate.Mode` its flags name (``main`` refuses --verify with --exact)."""
+    from handsigns.gate import Mode
+
+    if args.verify:
+        return Mode.VERIFY
+    if args.reproduce:
+        return Mode.REPRODUCE_EXACT if args.exact else Mode.REPRODUCE
+    return Mode.EXACT if args.exact else Mode.WORKSPACE
 
 
 def _remote(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import math
 import subprocess
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from handsigns.compare import read_predictions, table_or
@@ -304,8 +305,28 @@ def verify_pulled(committed: dict[str, tuple[str, str]]) -> tuple[list[str], lis
     return problems + found + check_export(), notes
 
 
-def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool, verify: bool = False) -> int:
+class Mode(Enum):
+    """Which run the gate holds to the regression rule, and what it checks besides: one of the combinations of
+    ``--reproduce``, ``--exact`` and ``--verify`` the CLI accepts."""
+
+    WORKSPACE = "workspace"  # the workspace's run as it is
+    REPRODUCE = "reproduce"  # every stage re-run first
+    EXACT = "exact"  # the workspace's run, and HEAD's committed run must reproduce in it
+    REPRODUCE_EXACT = "reproduce-exact"  # both: what CI runs (make gate)
+    VERIFY = "verify"  # HEAD's run pulled from the DVC remote and checked without training
+
+    @property
+    def reproduces(self) -> bool:
+        return self in (Mode.REPRODUCE, Mode.REPRODUCE_EXACT)
+
+    @property
+    def exact(self) -> bool:
+        return self in (Mode.EXACT, Mode.REPRODUCE_EXACT)
+
+
+def run(base: str, max_drop: float | None, mode: Mode = Mode.WORKSPACE) -> int:
     """``handsigns gate``: print what it checked; 0 when it passes, 1 when it fails."""
+    exact, verify = mode.exact, mode is Mode.VERIFY
     require_rev(base)
     rule = rule_at(base, max_drop)
     # Read before a long reproduction: a missing baseline is one error, at once.
@@ -324,7 +345,7 @@ def run(base: str, max_drop: float | None, exact: bool, reproduce_first: bool, v
         assert head_predictions is not None
         found, notes = verify_pulled(head_predictions)
         problems += found
-    if reproduce_first:
+    if mode.reproduces:
         reproduce()
     paired = pair(base_predictions, held_out_predictions(None))
     table = run_dvc(["metrics", "diff", base, "--md", "--targets", *QUALITY_FILES])
