@@ -106,9 +106,11 @@ remote: $(STAMP)
 pull: $(STAMP)
 	$(BIN)/handsigns pull
 
+# Types: mypy over what pyproject.toml's [tool.mypy] names (src/ and stages/).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The GitHub workflow and Dependabot's settings, checked statically (nothing here can run them): their schemas,
 # then zizmor's security audits (unpinned actions, token permissions, persisted credentials, template injection,

@@ -76,7 +76,7 @@ def plan_epochs(recipe: RecipeParams, train_images: int) -> tuple[int, int]:
     ``auto`` decided here too, so the plan is the same before and after :func:`resolve`)."""
     epochs, steps = raised_epochs(recipe, train_images)
     factor = recipe.train.steps_factor
-    if factor == AUTO:
+    if isinstance(factor, str):  # auto: the one string allowed
         factor = value("train.steps_factor", strength(recipe, train_images))
     return math.ceil(round(epochs * factor, 6)), steps  # round: 20 x 1.1 is 22.000000000000004 in floats
 
@@ -108,7 +108,7 @@ def at(recipe: RecipeParams, s: float, classes: int | None = None) -> tuple[Reci
     sections = {}
     for name in ("model", "train"):
         section = getattr(recipe, name)
-        changes = {}
+        changes: dict[str, float] = {}
         for f in dataclasses.fields(section):
             key = f"{name}.{f.name}"
             if not f.metadata.get("auto") or getattr(section, f.name) != AUTO:  # (device: auto is another auto)

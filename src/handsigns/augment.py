@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from handsigns.params import decided
 from handsigns.params.recipe import TrainParams
 
 
@@ -25,9 +26,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return (lo + (hi - lo) * torch.rand(b, generator=gen)).to(x.device)
 
-    angle = uniform(-params.max_rotation, params.max_rotation) * (math.pi / 180)
-    scale = uniform(params.min_scale, 1.0)  # sample a window `scale` of the side: zoom in
-    shift = 2 * params.max_shift  # affine_grid coordinates span [-1, 1]
+    rotation = decided("train.max_rotation", params.max_rotation)
+    angle = uniform(-rotation, rotation) * (math.pi / 180)
+    scale = uniform(decided("train.min_scale", params.min_scale), 1.0)  # sample a window `scale` of the side: zoom in
+    shift = 2 * decided("train.max_shift", params.max_shift)  # affine_grid coordinates span [-1, 1]
     tx, ty = uniform(-shift, shift), uniform(-shift, shift)
     flip = torch.ones(b, device=x.device)
     if params.flip:
@@ -49,8 +51,9 @@ def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch
     if params.hue > 0:
         x = rotate_hue(x, uniform(-params.hue, params.hue) * (2 * math.pi))
     x = x.clamp_(0.0, 1.0)
-    if params.erase > 0:
-        x = erase(x, gen, params.erase)
+    p_erase = decided("train.erase", params.erase)
+    if p_erase > 0:
+        x = erase(x, gen, p_erase)
     return x
 
 
@@ -89,7 +92,7 @@ def erase(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
     inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
     inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
     mask = (inside_r[:, :, None] & inside_c[:, None, :] & on[:, None, None]).unsqueeze(1).to(x.device)
-    return torch.where(mask, rand(x.shape).to(x.device, x.dtype), x)
+    return torch.where(mask, rand(*x.shape).to(x.device, x.dtype), x)
 
 
 def mix(

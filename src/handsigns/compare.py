@@ -18,9 +18,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from handsigns.errors import UserError
 from handsigns.files import write_text
@@ -28,6 +29,7 @@ from handsigns.fingerprint import DECIDING_KEYS, class_changes
 from handsigns.paths import CURVES, EVAL_DETAILS, EVAL_METRICS, FINGERPRINT, QUALITY_METRICS, RUNTIME, posix
 from handsigns.vcs import require_rev, run_dvc, text_at
 
+T = TypeVar("T")
 MARKER = "<!-- handsigns-compare -->"
 COMMENT_LIMIT = 65_536  # characters GitHub accepts in one comment body
 SECTION_LIMIT = 8_000  # per capped section (4), with the charts (bounded by MAX_POINTS): under COMMENT_LIMIT
@@ -57,12 +59,12 @@ def report(base: str, out: Path, plots: bool = True, artifact_url: str | None = 
     diff = ["metrics", "diff", base, "--md", "--precision", "4"]
     quality = run_dvc([*diff, "--targets", *posix(QUALITY_METRICS)])
     sections = [
-        f"{MARKER}\n# handsigns: {b} → workspace\n\n{headline(*map(_json, both(EVAL_METRICS)), base)}",
+        f"{MARKER}\n# handsigns: {b} → workspace\n\n{headline(*_each(_json, both(EVAL_METRICS)), base)}",
         "## Params\n\n" + _cap(table_or(params, f"No parameter changed against {b}.")),
         "## Quality metrics\n\n" + _cap(table_or(quality, f"No quality metric changed against {b}.")),
-        "## Runtime\n\n" + _cap(runtime_section(*map(_json, both(FINGERPRINT)), *map(_json, both(RUNTIME)), base)),
+        "## Runtime\n\n" + _cap(runtime_section(*_each(_json, both(FINGERPRINT)), *_each(_json, both(RUNTIME)), base)),
         "## Val curves per epoch\n\n" + curves_section({n: both(p) for n, p in CURVE_FILES.items()}, base),
-        "## Test predictions\n\n" + _cap(predictions_section(*map(_rows, both(PREDICTIONS)), base)),
+        "## Test predictions\n\n" + _cap(predictions_section(*_each(_rows, both(PREDICTIONS)), base)),
     ]
     more = []
     if plots:
@@ -310,6 +312,11 @@ def changed_predictions(
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _each(read: Callable[[str | None], T], texts: tuple[str | None, str | None]) -> tuple[T, T]:
+    """``read`` of the base's text and of the workspace's: a pair of fixed length, as ``map`` is not."""
+    return read(texts[0]), read(texts[1])
 
 
 def _json(text: str | None) -> Any:

@@ -83,7 +83,7 @@ def take(split: Split, rows: np.ndarray, name: str) -> Split:
     rows = np.asarray(rows, dtype=int)
     images = (
         StreamedImages([split.images.paths[i] for i in rows], split.images.image_size)
-        if split.streamed
+        if isinstance(split.images, StreamedImages)
         else split.images[torch.from_numpy(rows)]
     )
     return Split(
@@ -97,10 +97,13 @@ def take(split: Split, rows: np.ndarray, name: str) -> Split:
 
 def join(a: Split, b: Split, name: str) -> Split:
     """``a``'s images then ``b``'s, as one split (both in memory or both streamed, as load_splits gives)."""
-    if a.streamed:
+    images: Images
+    if isinstance(a.images, StreamedImages) and isinstance(b.images, StreamedImages):
         images = StreamedImages(a.images.paths + b.images.paths, a.images.image_size)
-    else:
+    elif isinstance(a.images, torch.Tensor) and isinstance(b.images, torch.Tensor):
         images = torch.cat([a.images, b.images])
+    else:
+        raise ValueError(f"join: {a.name} and {b.name} must be both in memory or both streamed")
     return Split(name, images, torch.cat([a.labels, b.labels]), a.paths + b.paths, a.sha256 + b.sha256)
 
 
@@ -231,7 +234,7 @@ def batch_pixels(
     """The uint8 pixels of each batch of indices, in order, on ``device``: indexed from the in-memory tensor,
     or decoded by DataLoader workers (a map-style Dataset read through a batch sampler: the same batches).
     ``processes`` training processes share this machine's cores."""
-    if not split.streamed:
+    if not isinstance(split.images, StreamedImages):
         return (split.images[idx] for idx in batches)
     loader = torch.utils.data.DataLoader(
         split.images,
@@ -241,7 +244,7 @@ def batch_pixels(
         prefetch_factor=4,
         multiprocessing_context="spawn" if device.type == "cuda" else None,  # no fork after CUDA is up
         generator=torch.Generator(),  # its workers' seed comes from here, not from the global RNG dropout uses
-        collate_fn=_as_is,  # the batch is already one tensor (StreamedImages.__getitems__)
+        collate_fn=_as_is,  # type: ignore[arg-type]  # already one tensor (StreamedImages.__getitems__), not a list
         worker_init_fn=_one_thread,
     )
     return (x.to(device, non_blocking=True) for x in loader)

@@ -170,6 +170,12 @@ def epoch_order(n: int, epoch: int, seed: int, world: World) -> torch.Tensor:
     """This rank's sample order for ``epoch``: a seeded DistributedSampler (padded to equal shares)."""
     from torch.utils.data.distributed import DistributedSampler
 
-    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(n),  # type: ignore[arg-type]  # typed as a Dataset; the sampler reads only its len()
+        num_replicas=world.size,
+        rank=world.rank,
+        shuffle=True,
+        seed=seed,
+    )
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.int64)

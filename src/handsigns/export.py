@@ -59,6 +59,7 @@ def save_onnx(module: Classifier, image_size: int, path: Path, detector: Detecto
             external_data=False,
             verbose=False,
         )
+        assert program is not None  # dynamo=True: export returns the program
         program.save(str(tmp), external_data=False)
         _drop_stack_traces(tmp)
 

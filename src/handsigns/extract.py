@@ -167,7 +167,8 @@ def _plan_zip(
 ) -> tuple[list[tuple[zipfile.ZipInfo, str, str | None]], _Tally]:
     """Every member of ``zf`` (``packed`` bytes on disk) checked before anything is written: (info, safe name,
     link target or None) each."""
-    plan, tally = [], _Tally(limits)
+    plan: list[tuple[zipfile.ZipInfo, str, str | None]] = []
+    tally = _Tally(limits)
     for info in zf.infolist():
         tally.add(info.filename, info.file_size)
         _check_ratio(info.filename, info.file_size, info.compress_size, limits)  # before a link's text is read

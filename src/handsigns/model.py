@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from handsigns.errors import UserError
-from handsigns.params import AUTO
+from handsigns.params import decided
 from handsigns.params.recipe import ModelParams
 
 
@@ -92,11 +92,10 @@ class Torchvision(nn.Module):
 def build_net(num_classes: int, model_params: ModelParams) -> nn.Module:
     if model_params.arch != "net":
         return Torchvision(model_params.arch, num_classes, model_params.image_size)
-    if model_params.num_channels == AUTO:  # a caller's slip, not a user's: fit decides it first
-        raise ValueError("model.num_channels is auto: handsigns.adapt.resolve decides it for the classes")
-    return Net(
-        num_classes, model_params.image_size, model_params.num_channels, model_params.batchnorm, model_params.dropout
-    )
+    # an auto knob here is a caller's slip, not a user's: fit decides them first
+    channels = decided("model.num_channels", model_params.num_channels)
+    dropout = decided("model.dropout", model_params.dropout)
+    return Net(num_classes, model_params.image_size, channels, model_params.batchnorm, dropout)
 
 
 def head(net: nn.Module) -> str:
@@ -113,7 +112,11 @@ class Classifier(nn.Module):
     Normalisation lives here and nowhere else, so training, evaluation, export and predict cannot disagree.
     """
 
-    def __init__(self, net: Net, mean: list[float], std: list[float]) -> None:
+    # buffers (register_buffer), declared as tensors: nn.Module's attribute lookup says Tensor | Module
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))

@@ -123,6 +123,10 @@ class Scored(nn.Module):
     """:class:`Classifier` with the detector inside: uint8 pixels in; class probabilities and the score out
     (the exported graph). The detector's statistics are float32 constants of the graph."""
 
+    # buffers (register_buffer), declared as tensors: nn.Module's attribute lookup says Tensor | Module
+    whitening: torch.Tensor
+    centres: torch.Tensor
+
     def __init__(self, model: Classifier, detector: Detector) -> None:
         super().__init__()
         self.model = model

@@ -77,8 +77,8 @@ def photo_crops(rng: np.random.Generator, n: int) -> list[Image.Image]:
     """``n`` random square crops (30-100 % of the short side) of the sample photos, taken in turn."""
     photos = []
     for path in sample_photos():
-        with Image.open(path) as image:
-            photos.append(image.convert("RGB"))
+        with Image.open(path) as opened:
+            photos.append(opened.convert("RGB"))
     out = []
     for i in range(n):
         image = photos[i % len(photos)]

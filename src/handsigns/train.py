@@ -21,10 +21,11 @@ from tqdm import tqdm
 from handsigns import adapt, checkpoint, distributed, resume
 from handsigns.adapt import plan_epochs
 from handsigns.augment import augment, mix
-from handsigns.dataset import Split, batch_bounds, batch_pixels, channel_stats, view
+from handsigns.dataset import Split, StreamedImages, batch_bounds, batch_pixels, channel_stats, view
 from handsigns.errors import UserError
 from handsigns.fingerprint import fingerprint, machine_names
 from handsigns.model import Classifier, build_net, head
+from handsigns.params import decided
 from handsigns.params.recipe import RecipeParams
 from handsigns.paths import BEST
 from handsigns.runtime import (
@@ -52,14 +53,15 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter],
 
 def make_optimizer(recipe: RecipeParams, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = recipe.train
+    weight_decay = decided("train.weight_decay", t.weight_decay)
     params: Any = model.parameters()
     if t.backbone_lr_scale != 1:  # two groups: the backbone at a fraction of the head's lr
         backbone, top = backbone_and_head(model)
         params = [{"params": backbone, "lr": recipe.lr * t.backbone_lr_scale}, {"params": top, "lr": recipe.lr}]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=t.momentum, weight_decay=weight_decay)
     cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=recipe.lr, weight_decay=t.weight_decay)
+    return cls(params, lr=recipe.lr, weight_decay=weight_decay)
 
 
 def make_scheduler(recipe: RecipeParams, optimizer: torch.optim.Optimizer, total: int):
@@ -257,8 +259,8 @@ def score_val(model: Classifier, val: Split, loop: Loop) -> EpochStats:
     logprobs = checkpoint.score(model, images, VAL_BATCH, loop.device, loop.precision)
     nll = F.nll_loss(logprobs, labels, reduction="sum").item() if len(labels) else 0.0
     right = int((logprobs.argmax(1) == labels).sum()) if len(labels) else 0
-    nll, right, n = distributed.all_sum([nll, float(right), float(len(labels))], loop.device)
-    return EpochStats(nll / n, right / n)
+    total_nll, total_right, n = distributed.all_sum([nll, float(right), float(len(labels))], loop.device)
+    return EpochStats(total_nll / n, total_right / n)
 
 
 def epoch_order(loop: Loop, n: int, epoch: int) -> torch.Tensor:
@@ -409,7 +411,7 @@ def run_epochs(model: Classifier, loop: Loop, train: Split, val: Split, record: 
     # In memory, the whole uint8 training set moves to the device once (14 MB for SIGNS at 64 px) and batches
     # are indexed there; streamed, DataLoader workers decode each batch.
     on_device = dataclasses.replace(train, labels=train.labels.to(loop.device))
-    if not train.streamed:
+    if not isinstance(train.images, StreamedImages):
         on_device.images = train.images.to(loop.device)
     progress = record.restore(model, loop)
     before, started = progress.seconds, time.perf_counter()

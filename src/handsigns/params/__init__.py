@@ -15,14 +15,24 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from handsigns.errors import UserError
 
 PARAMS_FILE = "params.yaml"
-T = TypeVar("T")
+
+
+class Section:
+    """The base of each section's dataclass: what :func:`load` reads off the class."""
+
+    SECTION: ClassVar[str | None]  # its section of params.yaml; None: the top level
+    OTHER_SECTIONS: ClassVar[tuple[str, ...]] = ()  # at the top level, the sections other stages validate
+
+
+T = TypeVar("T", bound=Section)
+N = TypeVar("N", int, float)
 
 
 def knob(
@@ -41,6 +51,14 @@ def knob(
 
 
 AUTO = "auto"
+
+
+def decided(key: str, value: N | str) -> N:
+    """The number an ``auto`` knob holds once the train stage has decided it (:func:`handsigns.adapt.resolve`);
+    still ``auto`` here is a caller's slip, not a user's."""
+    if isinstance(value, str):
+        raise ValueError(f"{key} is auto: handsigns.adapt.resolve decides it first")
+    return value
 
 
 def _type_name(tp: Any) -> str:
@@ -93,7 +111,7 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     for name, f in fields.items():
         key = f"{prefix}{name}"
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = build(tp, raw.get(name, {}), f"{key}.")
         elif name in raw:
             kwargs[name] = _check_value(key, raw[name], tp, dict(f.metadata))
@@ -126,8 +144,8 @@ def load(cls: type[T], path: str | Path = PARAMS_FILE, *, raw: dict[str, Any] | 
         except FileNotFoundError:
             raise UserError(f"{path} not found; run from the project root (where params.yaml lives)") from None
         raw = parse_params(text, str(path))
-    section = cls.SECTION  # type: ignore[attr-defined]
+    section = cls.SECTION
     if section is None:
-        skipped = cls.OTHER_SECTIONS  # type: ignore[attr-defined]
+        skipped = cls.OTHER_SECTIONS
         return build(cls, {k: v for k, v in raw.items() if k not in skipped})
     return build(cls, raw.get(section, {}), f"{section}.")

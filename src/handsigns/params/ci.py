@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from handsigns.params import knob
+from handsigns.params import Section, knob
 
 
 @dataclass(frozen=True)
-class CIParams:
+class CIParams(Section):
     SECTION: ClassVar[str] = "ci"
 
     max_accuracy_drop: float = knob(0.01, lo=0, hi=1)

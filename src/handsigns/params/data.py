@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from handsigns.errors import UserError
-from handsigns.params import knob
+from handsigns.params import Section, knob
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(Section):
     SECTION: ClassVar[str] = "data"
 
     source: str = knob("")

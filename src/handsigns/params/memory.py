@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from handsigns.params import knob
+from handsigns.params import Section, knob
 
 
 @dataclass(frozen=True)
-class MemoryParams:
+class MemoryParams(Section):
     SECTION: ClassVar[str] = "memory"
 
     budget_gb: float = knob(2.0, lo=0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from handsigns.errors import UserError
-from handsigns.params import AUTO, knob
+from handsigns.params import AUTO, Section, knob
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ModelParams:
     dropout: float | str = knob(AUTO, lo=0, hi=1, auto=True)
 
     def __post_init__(self) -> None:
-        if self.dropout != AUTO and self.dropout >= 1:
+        if not isinstance(self.dropout, str) and self.dropout >= 1:  # the one string allowed is auto
             raise UserError(f"params.yaml: model.dropout = {self.dropout!r} is out of range; it must be < 1")
 
 
@@ -75,7 +75,7 @@ class OodParams:
 
 
 @dataclass(frozen=True)
-class RecipeParams:
+class RecipeParams(Section):
     """Everything the model half reads from params.yaml: the top level, less the other stages' sections."""
 
     SECTION: ClassVar[None] = None
