@@ -162,7 +162,7 @@ bench-audit: $(STAMP)
 
 # docs/demo.png: the demo page (`handsigns serve`) with a SIGNS photo, in headless Chromium (needs make repro).
 screenshot: $(STAMP)
-	$(BIN)/python docs/screenshot.py
+	$(BIN)/python tools/screenshot.py
 
 # What a resume saves: the train stage killed after epoch 10 and re-run, against an uninterrupted one.
 bench-resume: $(STAMP)

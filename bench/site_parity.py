@@ -22,9 +22,9 @@ from pathlib import Path
 from common import ROOT
 from PIL import Image
 
-sys.path.insert(0, str(ROOT / "tests"))
-from browser import open_page
-from servers import http_server
+sys.path.insert(0, str(ROOT))
+from tests.helpers.browser import open_page
+from tests.helpers.servers import http_server
 
 
 def main() -> None:

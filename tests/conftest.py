@@ -19,6 +19,9 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+# pytest rewrites the asserts of test modules only: tests/helpers' checks should report their values too.
+pytest.register_assert_rewrite("helpers")
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DVC = str(VENV_BIN / "dvc")  # the environment's own dvc, whatever is on PATH
@@ -234,6 +237,18 @@ def stage_project(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def payload(tmp_path: Path) -> dict[str, bytes]:
+    """What every archive in the download tests holds, by path: three small images and a text file."""
+    files = {"pics/0_a.png": None, "pics/1_b.png": None, "pics/sub/2_c.png": None, "notes.txt": b"hello\n"}
+    out = {}
+    for seed, (name, data) in enumerate(files.items()):
+        if data is None:
+            data = write_image(tmp_path / "gen" / f"{seed}.png", seed, 40, kind="noise").read_bytes()
+        out[name] = data
+    return out
+
+
 def colour_dataset(root: Path, classes: int = 3, per_class: int = 30, size: int = 20, seed: int = 0) -> Path:
     """An ImageFolder data set a tiny CNN can learn: class k is a bright blob of hue k on noise."""
     rng = np.random.default_rng(seed)
@@ -326,7 +341,7 @@ def train_and_export(
     evaluation = {"val": metrics, "test": metrics, "calibration": calibrate(scored, scored)[0]}
     splits, checks = {"train": train, "val": test, "test": test}, recipe_params.ood
     evaluation["ood"], detector = ood.report(module, splits, len(classes), checks, size, 64)
-    export_verified(module, ckpt, size, test.images, evaluation, {}, models, detector)
+    export_verified(module, ckpt, test.images, evaluation, {}, models, detector=detector)
     return TinyModel(root, classes, {s: [raw / n for n in ns] for s, ns in files.items()})
 
 

@@ -4,11 +4,11 @@ import json
 import sys
 
 import pytest
-from test_compare_markdown import assert_github_markdown, mermaid_charts
 
 from handsigns.fingerprint import DECIDING_KEYS
 
 from conftest import make_project, run
+from helpers.github_markdown import assert_github_markdown, mermaid_charts
 
 pytestmark = pytest.mark.slow  # DVC subprocesses on a git repository
 

@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from servers import free_port, http_server
 
 from conftest import REPO
+from helpers.servers import free_port, http_server
 
 SCRIPT = REPO / "tools/torch_source.py"
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the CPU index is a Linux choice")

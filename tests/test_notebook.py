@@ -14,9 +14,9 @@ import urllib.request
 import jupytext
 import nbformat
 import pytest
-from servers import free_port, wait_for_port
 
 from conftest import REPO, VENV_BIN, make_project, project_env, run
+from helpers.servers import free_port, wait_for_port
 
 NOTEBOOK = REPO / "notebooks/curso.ipynb"
 TWIN = REPO / "notebooks/curso.py"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import MISSING_SSHD, SSHD, SSHServer, http_server, sshd
 
 from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, dvc, make_project, run
+from helpers.servers import MISSING_SSHD, SSHD, SSHServer, http_server, sshd
 
 slow = pytest.mark.slow
 needs_sshd = pytest.mark.skipif(SSHD is None and not REQUIRED_IN_CI, reason=MISSING_SSHD)

@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, MISSING, open_page
-from test_odd_images import write_odd_files
 
 from handsigns import Predictor
 from handsigns.serve import MAX_UPLOAD, make_server
 
 from conftest import REQUIRED_IN_CI, bomb_jpeg, outlier_folder, run
+from helpers.browser import CHROMIUM, MISSING, open_page
+from helpers.odd_images import write_odd_files
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, MISSING, open_page
 from PIL import Image
-from servers import http_server
 
 from conftest import REPO, REQUIRED_IN_CI, SIGNS_ZIP, outlier_folder, run, train_and_export
+from helpers.browser import CHROMIUM, MISSING, open_page
+from helpers.servers import http_server
 
 pytestmark = [
     pytest.mark.slow,

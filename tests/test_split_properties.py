@@ -1,6 +1,7 @@
 """Property-based tests of build_index() over random raw trees (hypothesis).
 
-test_split.py pins the exact behaviour on hand-made trees; these look for the inputs nobody thought of.
+test_split.py, test_split_carving.py and test_split_duplicates.py pin the exact behaviour on hand-made trees;
+these look for the inputs nobody thought of.
 Random ImageFolder, ImageFolder-with-split-folders and course (``{split}_signs/{label}_*.jpg``) trees, 1 to 5
 classes, with awkward names (spaces, unicode, several dots, upper-case extensions), system and other non-image
 files, unreadable images and exact copies (the same bytes under another name, class or split folder). Properties:

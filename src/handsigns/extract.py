@@ -41,7 +41,7 @@ from handsigns.files import CHUNK
 # 192-fold, 64 KB of zeros 840-fold), yet written out they harm nothing: a member under 1 MB is exempt from
 # data.max_compression_ratio, and many of them together are still bound by data.max_extract_gb and
 # data.max_archive_members. Real image members never come near the ratio: SIGNS' JPEGs deflate at most
-# 1.3-fold, and the whole set as a tar.gz, bz2 or xz 2.0 to 2.1-fold (tests/test_download.py).
+# 1.3-fold, and the whole set as a tar.gz, bz2 or xz 2.0 to 2.1-fold (tests/test_extract.py).
 RATIO_EXEMPT_BYTES = 1_000_000
 
 

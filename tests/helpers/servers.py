@@ -1,5 +1,6 @@
-"""Real servers on 127.0.0.1 for the DVC remote tests: OpenSSH's sshd (Debian's openssh-server; `.ci/run`
-installs it) and the standard library's HTTP server, each started by the test and stopped after it.
+"""Real servers on 127.0.0.1, each started by the test and stopped after it: OpenSSH's sshd (Debian's
+openssh-server; `.ci/run` installs it) for the DVC remote tests, the standard library's HTTP server serving a
+folder, and a scripted one that cuts, fails or answers with a page on cue, for the download tests.
 
 The SSH server runs with its own config, host key and authorized key in a temporary folder, on a free port,
 and lets in only the user running the tests, by key. DVC reaches it through dvc-ssh (asyncssh), which checks
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,8 +21,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.path.exists(p)), None)  # sbin: not on PATH
@@ -123,3 +125,86 @@ def http_server(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Seen:
+    path: str
+    range: str | None
+    if_range: str | None
+
+
+@dataclass
+class Scripted:
+    """What :func:`scripted_http_server` serves; ``script`` is a queue of one-shot behaviours for the next
+    requests."""
+
+    body: bytes = b""
+    etag: str = '"v1"'
+    content_type: str = "application/zip"
+    script: list[str] = field(default_factory=list)  # "cut", "404", "500", "html"
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    state: Scripted
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        st = self.state
+        rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        st.seen.append(Seen(self.path, rng, if_range))
+        action = st.script.pop(0) if st.script else "ok"
+        if action in ("404", "500"):
+            self.send_error(int(action))
+            return
+        if action == "html":
+            page = b"<html><body>Google Drive can't scan this file for viruses</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
+        start = 0
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if m and (if_range is None or if_range == st.etag):
+            start = int(m.group(1))
+        body = st.body[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(st.body) - 1}/{len(st.body)}")
+        self.send_header("Content-Type", st.content_type)
+        self.send_header("Content-Length", str(len(body)))  # the full length, even when we cut
+        if st.etag:
+            self.send_header("ETag", st.etag)
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if action == "cut":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@contextmanager
+def scripted_http_server() -> Iterator[Scripted]:
+    """An HTTP server on a free 127.0.0.1 port that serves its state's ``body`` (with ranges, ``If-Range`` and an
+    ETag) at ``url``, or does the next thing its ``script`` says; records each request in ``seen``."""
+    state = Scripted()
+    handler = type("StateHandler", (_ScriptedHandler,), {"state": state})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/download?id=abc&export=download"
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

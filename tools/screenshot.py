@@ -8,12 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
+from handsigns.serve import make_server
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from browser import CHROMIUM, open_page  # noqa: E402  (tests/browser.py: the launch flags this machine needs)
-
-from handsigns.serve import make_server  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the tests' browser launcher: the launch flags this machine needs
+from tests.helpers.browser import CHROMIUM, open_page  # noqa: E402
 
 
 def main() -> None:
