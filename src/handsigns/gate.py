@@ -340,7 +340,7 @@ def run(base: str, max_drop: float | None, mode: Mode = Mode.WORKSPACE) -> int:
                 f"dvc.lock at HEAD records other code, params or outputs than HEAD's own (was a run committed "
                 f"after the last change?): {_some(stale)}"
             )
-    notes = []
+    notes: list[str] = []
     if verify:
         assert head_predictions is not None
         found, notes = verify_pulled(head_predictions)

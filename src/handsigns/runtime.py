@@ -137,8 +137,9 @@ def seed_everything(seed: int, device: torch.device, deterministic: bool, compil
         else:  # the same switch without importing Inductor to set its flag too: 1.5 s of a 30 s train stage
             torch._C._set_deterministic_algorithms(True, warn_only=False)
         # Filling each new tensor with NaN is a check for reads of uninitialised memory, which the byte-for-byte
-        # tests would catch anyway: 6 % of a CPU epoch, same bytes without it.
-        torch.utils.deterministic.fill_uninitialized_memory = False
+        # tests would catch anyway: 6 % of a CPU epoch, same bytes without it. (A property of the module's class,
+        # which mypy does not see.)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.backends.cudnn.benchmark = False

@@ -280,7 +280,7 @@ class Record:
     best_path: Path
     meta: dict[str, Any]  # what every checkpoint holds besides the weights (build_model)
     live: Any = None  # DVCLive's Live, on rank 0; None: no curves
-    resume: resume.Resume | None = None  # None: nothing saved for resuming
+    resume_file: resume.Resume | None = None  # None: nothing saved for resuming
 
     def curve(self, epoch: int, tr: EpochStats, va: EpochStats) -> None:
         if self.live is None:
@@ -295,15 +295,17 @@ class Record:
         """The progress of an interrupted run of the same params, data, code and machine, restored into
         ``model`` and ``loop`` with its curves and best checkpoint rewritten (DVC deleted them with the
         stage's outputs); a fresh start otherwise."""
-        if self.resume is None:
+        if self.resume_file is None:
             return resume.Progress()
-        progress = self.resume.restore(model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
+        progress = self.resume_file.restore(model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
         for epoch, tr_row, va_row in progress.history:
             self.curve(epoch, EpochStats(*tr_row), EpochStats(*va_row))
         if progress.best_checkpoint and loop.world.main:
             checkpoint.save(self.best_path, progress.best_checkpoint)
         if progress.epoch:
-            loop.world.say(f"train: resuming from {self.resume.path} after epoch {progress.epoch} of {loop.epochs}")
+            loop.world.say(
+                f"train: resuming from {self.resume_file.path} after epoch {progress.epoch} of {loop.epochs}"
+            )
         return progress
 
     def epoch(
@@ -331,8 +333,8 @@ class Record:
         else:
             progress.since_best += 1
         progress.epoch, progress.seconds = epoch, seconds
-        if self.resume is not None:
-            self.resume.save(progress, model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
+        if self.resume_file is not None:
+            self.resume_file.save(progress, model, loop.optimizer, loop.scheduler, loop.gen, loop.device)
 
 
 # ------------------------------------------------------------------------------------------------------- fit
@@ -343,9 +345,9 @@ def fit(
     classes: list[str],
     train: Split,
     val: Split,
+    *,
     live=None,
     best_path: Path = BEST,
-    *,
     resume_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train; save the best epoch by val accuracy (ties: lower val loss) to ``best_path``. Returns the run's
@@ -433,10 +435,10 @@ def run_epochs(model: Classifier, loop: Loop, train: Split, val: Split, record: 
         raise UserError(f"{out}; try a smaller batch: dvc exp run -S batch_size={max(1, size // 2)}") from None
     except KeyboardInterrupt:
         done, saved = progress.epoch, "no complete epoch was saved"
-        if record.resume is not None and done:
-            saved = f"epochs 1-{done} are saved in {record.resume.path}: run `dvc repro` again to resume"
+        if record.resume_file is not None and done:
+            saved = f"epochs 1-{done} are saved in {record.resume_file.path}: run `dvc repro` again to resume"
         raise KeyboardInterrupt(f"training stopped in epoch {done + 1} of {loop.epochs}; {saved}") from None
-    if record.resume is not None:
-        record.resume.finish()
+    if record.resume_file is not None:
+        record.resume_file.finish()
     progress.seconds = before + time.perf_counter() - started
     return progress
