@@ -11,11 +11,10 @@ what it catches of each set of handsigns.outliers; eval.json's ``ood`` holds the
 and metrics/gallery/explained_test.png (two right test images a class, each beside its map; in DVC's cache).
 """
 
-from handsigns import ood
 from handsigns.checkpoint import load_model
 from handsigns.dataset import load_splits, read_classes
 from handsigns.errors import UserError, run_main
-from handsigns.evaluate import SAMPLE_PER_CLASS, TorchScorer, calibrate, evaluate_split, explained_rows, gallery
+from handsigns.evaluate import SCORED, evaluate, galleries
 from handsigns.files import atomic_path, write_json
 from handsigns.params import load
 from handsigns.params.memory import MemoryParams
@@ -29,58 +28,24 @@ def main() -> None:
     classes = read_classes()
     if classes != ckpt["classes"]:
         raise UserError(f"{INDEX}/classes.json differs from the model's classes; re-run the pipeline (dvc repro)")
-    results, per_class, predictions, logprobs = {}, {}, {}, {}
-    batch = recipe.evaluate.batch_size
-    names = ("val", "test")
-    loaded = (*names, "train") if recipe.ood.check else names
+    names = (*SCORED, "train") if recipe.ood.check else SCORED
     budget, size = load(MemoryParams).budget_gb, ckpt["model"]["image_size"]
-    splits = dict(zip(loaded, load_splits(loaded, size, classes, budget, "evaluate"), strict=True))
-    for name in names:  # everything computed before anything is written
-        split = splits[name]
-        if len(split) == 0:
-            raise UserError(f"the {name} split is empty; check {INDEX}/{name}.csv (dvc repro split)")
-        results[name], per_class[name], predictions[name], logprobs[name] = evaluate_split(model, split, classes, batch)
-    calibrated, tables = calibrate(*((logprobs[n], splits[n].labels.numpy()) for n in names))
-    for name in names:
-        tables |= {f"per_class_{name}": per_class[name], f"predictions_{name}": predictions[name]}
-        table = predictions[name]
-        errors = int((table["actual"] != table["predicted"]).sum())
-        print(
-            f"evaluate: {name} accuracy {results[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
-            f"macro-F1 {results[name]['macro_f1']:.4f}"
-        )
-    checked, _ = ood.report(model, splits, len(classes), recipe.ood, size, batch)
-    if checked["check"]:
-        results["ood"] = {k: checked[k] for k in ood.HEADLINE}
-        print(f"evaluate: {ood.summary(checked)} ({OOD_REPORT})")
-    print(
-        f"evaluate: test expected calibration error {results['test']['ece']:.4f}, {calibrated['test_ece']:.4f} "
-        f"at temperature {calibrated['temperature']:g} (fitted on val; predict applies it)"
-    )
-    for stem, table in tables.items():
+    splits = dict(zip(names, load_splits(names, size, classes, budget, "evaluate"), strict=True))
+    found = evaluate(model, splits, classes, recipe, size)
+    for stem, table in found.tables.items():
         with atomic_path(EVAL_DETAILS / f"{stem}.csv") as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")
-    test, scorer = predictions["test"], TorchScorer(model, batch)
-    shown = explained_rows(test)
-    gallery(
-        test,
-        splits["test"].images,
-        shown["misclassified"],
-        EVAL_DETAILS / "misclassified_test.png",
-        f"misclassified test images: {len(shown['misclassified'])} of {len(test)} (beside: where the model looked)",
-        scorer,
+    galleries(
+        model,
+        splits["test"],
+        found.tables["predictions_test"],
+        recipe.evaluate.batch_size,
+        misclassified=EVAL_DETAILS / "misclassified_test.png",
+        explained=EXPLAINED,
     )
-    gallery(
-        test,
-        splits["test"].images,
-        shown["correct"],
-        EXPLAINED,
-        f"where the model looks: the first {SAMPLE_PER_CLASS} right test images of each class",
-        scorer,
-    )
-    write_json(CALIBRATION, calibrated)
-    write_json(OOD_REPORT, checked)
-    write_json(EVAL_METRICS, results)
+    write_json(CALIBRATION, found.calibration)
+    write_json(OOD_REPORT, found.ood)
+    write_json(EVAL_METRICS, found.metrics)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def audit_gallery(ranked: pd.DataFrame, splits: list[Split], top: int, path: Pat
         {"actual": shown["given"], "predicted": shown["suggested"], "probability": shown["given_probability"]}
     )
     title = f"the {len(shown)} most doubtful labels: given / suggested, p = probability of the given label"
-    gallery(view, images, np.arange(len(shown)), path, title, TorchScorer(model, 256), caption=audit_caption)
+    gallery(view, images, np.arange(len(shown)), path, title, scorer=TorchScorer(model, 256), caption=audit_caption)
 
 
 def audit_caption(row) -> tuple[str, str]:

@@ -1,7 +1,9 @@
-"""Evaluate the best model on val and test: exact metrics, per-sample predictions, a misclassified gallery."""
+"""Evaluate the best model on val and test: exact metrics, per-sample predictions, calibration, the
+out-of-distribution report, and galleries of the test images beside where the model looked."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +11,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from handsigns import calibration
+from handsigns import calibration, ood
 from handsigns.checkpoint import score
-from handsigns.dataset import Split
+from handsigns.dataset import Images, Split
+from handsigns.errors import UserError
 from handsigns.files import atomic_path
 from handsigns.metrics import report
 from handsigns.model import Classifier
+from handsigns.params.recipe import RecipeParams
+from handsigns.paths import INDEX, OOD_REPORT
+
+SCORED = ("val", "test")  # the splits the metrics are of; train only feeds the out-of-distribution check
 
 
 def evaluate_split(
@@ -56,6 +63,51 @@ def calibrate(
     return summary, tables
 
 
+@dataclass
+class Evaluation:
+    """What the evaluate stage writes."""
+
+    metrics: dict  # metrics/eval.json: val and test headline figures, and the check's (``ood``)
+    calibration: dict  # the temperature fitted on val and test's ECE after it (calibration.json)
+    ood: dict  # the out-of-distribution report (ood.json)
+    tables: dict[str, pd.DataFrame]  # metrics/eval/<name>.csv: per class, per image, reliability bins
+
+
+def evaluate(
+    model: Classifier, splits: dict[str, Split], classes: list[str], recipe: RecipeParams, image_size: int
+) -> Evaluation:
+    """Score val and test (:data:`SCORED`), fit the temperature on val, and fit and judge the
+    out-of-distribution check (on train and val, when ``recipe.ood.check``); each figure's headline printed.
+    Everything is computed before the stage writes anything."""
+    metrics: dict[str, dict] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    logprobs: dict[str, np.ndarray] = {}
+    batch = recipe.evaluate.batch_size
+    for name in SCORED:
+        split = splits[name]
+        if len(split) == 0:
+            raise UserError(f"the {name} split is empty; check {INDEX}/{name}.csv (dvc repro split)")
+        metrics[name], per_class, table, logprobs[name] = evaluate_split(model, split, classes, batch)
+        tables |= {f"per_class_{name}": per_class, f"predictions_{name}": table}
+    calibrated, reliability = calibrate(*((logprobs[n], splits[n].labels.numpy()) for n in SCORED))
+    for name in SCORED:
+        table = tables[f"predictions_{name}"]
+        errors = int((table["actual"] != table["predicted"]).sum())
+        print(
+            f"evaluate: {name} accuracy {metrics[name]['accuracy']:.4f} ({errors} errors of {len(table)}), "
+            f"macro-F1 {metrics[name]['macro_f1']:.4f}"
+        )
+    checked, _ = ood.report(model, splits, len(classes), recipe.ood, image_size, batch)
+    if checked["check"]:
+        metrics["ood"] = {k: checked[k] for k in ood.HEADLINE}
+        print(f"evaluate: {ood.summary(checked)} ({OOD_REPORT})")
+    print(
+        f"evaluate: test expected calibration error {metrics['test']['ece']:.4f}, {calibrated['test_ece']:.4f} "
+        f"at temperature {calibrated['temperature']:g} (fitted on val; predict applies it)"
+    )
+    return Evaluation(metrics, calibrated, checked, reliability | tables)
+
+
 MAPPED = 60  # images per gallery that get an occlusion map (225 forward passes each at 64 px)
 SAMPLE_PER_CLASS = 2  # correct test images per class in the "where it looks" gallery
 
@@ -91,10 +143,11 @@ def caption(row: pd.Series) -> tuple[str, str]:
 
 def gallery(
     table: pd.DataFrame,
-    images: torch.Tensor,
+    images: Images,
     rows: np.ndarray,
     path: Path,
     title: str,
+    *,
     scorer=None,
     columns: int = 6,
     caption=caption,
@@ -103,8 +156,8 @@ def gallery(
     (:mod:`handsigns.saliency`: where ``scorer`` looked for its prediction) for the first :data:`MAPPED`;
     without ``scorer``, the images alone.
 
-    ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: nothing is
-    decoded again."""
+    ``images`` (N x 3 x S x S uint8, row-aligned with ``table``) are the pixels the model saw: in memory, nothing
+    is decoded again; streamed, only the images shown are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,3 +185,16 @@ def gallery(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
+
+
+def galleries(
+    model: Classifier, test: Split, table: pd.DataFrame, batch_size: int, *, misclassified: Path, explained: Path
+) -> None:
+    """Two galleries of ``test`` (``table``: its predictions), each image beside its occlusion map: every
+    misclassified image, and the first :data:`SAMPLE_PER_CLASS` right ones of each class."""
+    scorer, shown = TorchScorer(model, batch_size), explained_rows(table)
+    wrong = len(shown["misclassified"])
+    title = f"misclassified test images: {wrong} of {len(table)} (beside: where the model looked)"
+    gallery(table, test.images, shown["misclassified"], misclassified, title, scorer=scorer)
+    title = f"where the model looks: the first {SAMPLE_PER_CLASS} right test images of each class"
+    gallery(table, test.images, shown["correct"], explained, title, scorer=scorer)
