@@ -49,7 +49,7 @@ def main(check_only: bool) -> None:
         "train_index_sha256": sha256_file(INDEX / "train.csv"),
         "test_index_sha256": sha256_file(INDEX / "test.csv"),
     }
-    check = export_verified(model, ckpt, size, pixels, evaluation, data, MODELS, detector)
+    check = export_verified(model, ckpt, pixels, evaluation, data, MODELS, detector=detector)
     print(
         f"export: {ONNX} verified on {check['images']} test images "
         f"(labels equal, max probability difference {check['max_probability_diff']:.1e})"

@@ -165,7 +165,7 @@ def test_failed_export_check_leaves_the_previous_export_untouched(tiny_model, tm
     real = export.onnx_outputs
     monkeypatch.setattr(export, "onnx_outputs", lambda *a: [o[..., ::-1] for o in real(*a)])  # runtimes disagree
     with pytest.raises(UserError, match="export check failed"):
-        export_verified(module, ckpt, 16, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, {}, out)
+        export_verified(module, ckpt, torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), {}, {}, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

@@ -175,38 +175,47 @@ def ood_card(detector: Detector | None, evaluation: dict | None) -> dict | None:
     }
 
 
-def model_card(
-    ckpt: dict, image_size: int, evaluation: dict, data: dict, check: dict, detector: Detector | None = None
-) -> dict:
+def input_card(image_size: int) -> dict:
+    """The card's ``input`` section: what the ONNX model takes."""
+    return {
+        "name": INPUT_NAME,
+        "shape": ["batch", 3, image_size, image_size],
+        "dtype": "uint8",
+        "layout": "NCHW",
+        "colour": "RGB",
+        "range": [0, 255],
+        "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)",
+    }
+
+
+def calibration_card(evaluation: dict) -> dict:
+    """The card's ``calibration`` section. Temperature scaling, fitted on val by the evaluate stage: the ONNX
+    output is the model's own softmax p, and handsigns' Predictor reports softmax(log p / temperature): the
+    same labels, honest confidences."""
+    calibration = evaluation["calibration"]
+    return {
+        "temperature": calibration["temperature"],
+        "apply": "softmax(log(probabilities) / temperature)",
+        "fitted_on": "val",
+        "test_ece_before": evaluation["test"]["ece"],
+        "test_ece_after": calibration["test_ece"],
+    }
+
+
+def model_card(ckpt: dict, evaluation: dict, data: dict, check: dict, detector: Detector | None = None) -> dict:
     """The card: what the model takes and gives, how it was made, ``evaluation``'s headline figures
     (metrics/eval.json), temperature (under ``calibration``: metrics/eval/calibration.json) and out-of-distribution
     check (under ``ood``: metrics/eval/ood.json)."""
     import onnxruntime
 
-    calibration = evaluation["calibration"]
+    image_size = ckpt["model"]["image_size"]
     return {
         "name": "handsigns",
         "task": "image classification",
         "classes": ckpt["classes"],
-        "input": {
-            "name": INPUT_NAME,
-            "shape": ["batch", 3, image_size, image_size],
-            "dtype": "uint8",
-            "layout": "NCHW",
-            "colour": "RGB",
-            "range": [0, 255],
-            "resize": "Pillow bilinear to image_size x image_size (handsigns.imaging.load_rgb)",
-        },
+        "input": input_card(image_size),
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax"},
-        # Temperature scaling, fitted on val by the evaluate stage; the ONNX output is the model's own softmax p,
-        # and handsigns' Predictor reports softmax(log p / temperature): the same labels, honest confidences.
-        "calibration": {
-            "temperature": calibration["temperature"],
-            "apply": "softmax(log(probabilities) / temperature)",
-            "fitted_on": "val",
-            "test_ece_before": evaluation["test"]["ece"],
-            "test_ece_after": calibration["test_ece"],
-        },
+        "calibration": calibration_card(evaluation),
         "ood": ood_card(detector, evaluation.get("ood")),
         "image_size": image_size,
         "normalisation": ckpt["normalisation"],
@@ -231,23 +240,24 @@ def model_card(
 def export_verified(
     module: Classifier,
     ckpt: dict,
-    image_size: int,
     test_pixels: torch.Tensor,
     evaluation: dict,
     data: dict,
     out_dir: Path,
+    *,
     detector: Detector | None = None,
 ) -> dict:
     """Write model.safetensors, model.onnx (with ``detector``'s score when given) and model.json into ``out_dir``
     only once ONNX Runtime agrees with PyTorch on ``test_pixels``; a failed check leaves the previous export
-    untouched."""
+    untouched. The images are ``ckpt``'s size (its ``model.image_size``)."""
+    image_size = ckpt["model"]["image_size"]
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export.", dir=out_dir))
     try:
         save_safetensors(module, staging / SAFETENSORS.name, {"classes": ckpt["classes"], "image_size": image_size})
         save_onnx(module, image_size, staging / ONNX.name, detector)
         check = verify(module, staging / ONNX.name, test_pixels, detector)
-        write_json(staging / CARD.name, model_card(ckpt, image_size, evaluation, data, check, detector))
+        write_json(staging / CARD.name, model_card(ckpt, evaluation, data, check, detector))
         for name in (SAFETENSORS.name, ONNX.name, CARD.name):  # the card last: it vouches for the rest
             os.replace(staging / name, out_dir / name)
     finally:
