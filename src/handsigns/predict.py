@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from PIL import Image
@@ -194,65 +194,87 @@ def expand(paths: list[str]) -> Iterator[tuple[str, bool]]:
             yield p, path.is_file()
 
 
+def read(predictor: Predictor, path: str, exists: bool, err: TextIO) -> np.ndarray | None:
+    """``path``'s pixels as ``predictor`` takes them, or None after one ``error:`` line on ``err`` saying why not."""
+    if not exists:
+        what = "no image files in folder" if os.path.isdir(path) else "no such file"
+        print(f"error: {path}: {what}", file=err)
+        return None
+    try:
+        return predictor.pixels(path)
+    except DECODE_ERRORS as exc:
+        what = "too large to decode" if isinstance(exc, ImageTooLarge) else "not a readable image"
+        print(f"error: {path}: {what} ({type(exc).__name__}: {str(exc)[:160]})", file=err)
+        return None
+
+
+def line(path: str, prediction: Prediction, k: int, as_json: bool) -> str:
+    """``handsigns predict``'s line for one image: its ``k`` most probable labels and, with the check, its
+    out-of-distribution score; tab-separated, or a JSON object."""
+    top = prediction.top(k)
+    if as_json:
+        record: dict[str, Any] = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
+        if k > 1:
+            record["top_k"] = [{"label": c, "probability": round(q, 6)} for c, q in top]
+        if prediction.ood_score is not None:
+            record |= {"ood_score": round(prediction.ood_score, 4), "unsure": prediction.unsure}
+        return json.dumps(record, ensure_ascii=False)
+    pairs = [(c, f"{q:.4f}") for c, q in top]
+    if prediction.ood_score is not None:  # one more (word, number) pair: the check's verdict
+        pairs.append(("unsure" if prediction.unsure else "sure", f"{prediction.ood_score:.2f}"))
+    return f"{path}\t" + "\t".join(f"{a}\t{b}" for a, b in pairs)
+
+
+def label(
+    predictor: Predictor,
+    batch: list[tuple[str, np.ndarray]],
+    k: int,
+    as_json: bool,
+    *,
+    out: TextIO,
+    explain: Path | None,
+) -> None:
+    """Label ``batch`` ((path, pixels) pairs) in one run of the model: a :func:`line` each on ``out`` and, with
+    ``explain``, each image's occlusion overlay written into that folder."""
+    for (path, pixels), prediction in zip(batch, predictor.predictions(np.stack([a for _, a in batch])), strict=True):
+        if explain is not None:
+            from handsigns.saliency import occlusion, overlay
+
+            heat, _ = occlusion(predictor, pixels)
+            with atomic_path(explain / explained_name(path)) as tmp:
+                overlay(pixels, heat).save(tmp, format="PNG")
+        print(line(path, prediction, k, as_json), file=out)
+    out.flush()
+
+
 def run(
     paths: list[str],
     model: Path,
     top_k: int,
     as_json: bool,
-    out=sys.stdout,
-    err=sys.stderr,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
     explain: Path | None = None,
 ) -> int:
+    """``handsigns predict``: label ``paths`` (files, or folders of images) in batches of :data:`BATCH`, a line
+    each on ``out`` as soon as its batch is done; 1 when any could not be labelled (each named on ``err``)."""
     predictor = Predictor(model)
     if explain is not None:
-        from handsigns.saliency import occlusion, overlay
-
         explain.mkdir(parents=True, exist_ok=True)
     k = max(1, min(top_k, len(predictor.classes)))
     if predictor.ood_output is None:
         print(f"predict: {model} has no out-of-distribution check (ood.check: false, or an older export)", file=err)
-    failures = 0
-    pending: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        found = predictor.predictions(np.stack([a for _, a in pending]))
-        for (path, pixels), prediction in zip(pending, found, strict=True):
-            top = prediction.top(k)
-            if explain is not None:
-                heat, _ = occlusion(predictor, pixels)
-                with atomic_path(explain / explained_name(path)) as tmp:
-                    overlay(pixels, heat).save(tmp, format="PNG")
-            if as_json:
-                record: dict[str, Any] = {"path": path, "label": top[0][0], "probability": round(top[0][1], 6)}
-                if k > 1:
-                    record["top_k"] = [{"label": c, "probability": round(q, 6)} for c, q in top]
-                if prediction.ood_score is not None:
-                    record |= {"ood_score": round(prediction.ood_score, 4), "unsure": prediction.unsure}
-                print(json.dumps(record, ensure_ascii=False), file=out)
-            else:
-                pairs = [(c, f"{q:.4f}") for c, q in top]
-                if prediction.ood_score is not None:  # one more (word, number) pair: the check's verdict
-                    pairs.append(("unsure" if prediction.unsure else "sure", f"{prediction.ood_score:.2f}"))
-                print(f"{path}\t" + "\t".join(f"{a}\t{b}" for a, b in pairs), file=out)
-        out.flush()
-        pending.clear()
-
+    failures, batch = 0, []
     for path, exists in expand(paths):
-        if not exists:
-            what = "no image files in folder" if os.path.isdir(path) else "no such file"
-            print(f"error: {path}: {what}", file=err)
+        pixels = read(predictor, path, exists, err)
+        if pixels is None:
             failures += 1
             continue
-        try:
-            pending.append((path, predictor.pixels(path)))
-        except DECODE_ERRORS as exc:
-            what = "too large to decode" if isinstance(exc, ImageTooLarge) else "not a readable image"
-            print(f"error: {path}: {what} ({type(exc).__name__}: {str(exc)[:160]})", file=err)
-            failures += 1
-            continue
-        if len(pending) >= BATCH:
-            flush()
-    flush()
+        batch.append((path, pixels))
+        if len(batch) >= BATCH:
+            label(predictor, batch, k, as_json, out=out, explain=explain)
+            batch = []
+    if batch:
+        label(predictor, batch, k, as_json, out=out, explain=explain)
     return 1 if failures else 0

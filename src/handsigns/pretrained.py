@@ -94,9 +94,9 @@ def _torchvision(spec: str, net: Torchvision) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None, what: str, pin: str) -> dict:
-    """Load the weights ``spec`` names into ``net`` (in place); the record the checkpoint and the card keep."""
-    cache = Path(torch.hub.get_dir()) / "handsigns"
+def _source(net: nn.Module, spec: str, sha256: str | None, what: str, pin: str) -> tuple[dict, list[str] | None]:
+    """(state dict in ``net``'s names, the source's class names when it names them) of the weights ``spec``
+    names: torchvision's, or a file or URL checked against ``sha256``."""
     source_classes = None
     if TORCHVISION_NAME.fullmatch(spec):
         if not isinstance(net, Torchvision):
@@ -104,18 +104,18 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
                 f"{what} = {spec!r} names torchvision weights, but model.arch is the notes' net; set "
                 "model.arch to a torchvision architecture, or name a weights file"
             )
-        state, digest = _torchvision(spec, net), None
+        state = _torchvision(spec, net)
     else:
-        path = _fetch(spec, sha256, what, pin, cache)
-        state, source_classes = _read(path, what)
-        digest = sha256.lower() if sha256 else None
-    own = net.state_dict()
+        state, source_classes = _read(_fetch(spec, sha256, what, pin, Path(torch.hub.get_dir()) / "handsigns"), what)
     if isinstance(net, Torchvision) and not any(k.startswith("body.") for k in state):
         state = {f"body.{k}": v for k, v in state.items()}  # torchvision's own keys: the body of ours
-    top = head(net)
-    in_head = lambda k: k.startswith(f"{top}.")  # noqa: E731
+    return state, source_classes
+
+
+def _check_fits(own: dict, state: dict, top: str, what: str, spec: str) -> None:
+    """Every tensor of the model outside its head (``top``) must be in ``state``, of the same shape."""
     for key, tensor in own.items():
-        if in_head(key):
+        if key.startswith(f"{top}."):
             continue
         if key not in state:
             raise UserError(
@@ -127,21 +127,35 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
                 f"the model's {tuple(tensor.shape)}; set model.num_channels and model.image_size to those it was "
                 "trained with (its model card or checkpoint params say them)"
             )
-    merged = {k: (state[k] if not in_head(k) else v) for k, v in own.items()}
-    carried = 0
-    if source_classes is not None:  # rows by class name; the others keep their fresh initialisation
+
+
+def _merge(own: dict, state: dict, top: str, classes: list[str], source_classes: list[str] | None) -> tuple[dict, int]:
+    """(``state``'s weights outside the head, with the head's rows carried over where they can be, and how many
+    of ``classes`` were carried). Rows are matched by class name when the source names its classes, and
+    the others keep ``own``'s fresh initialisation; otherwise a head of the same shape is kept whole."""
+    in_head = [k for k in own if k.startswith(f"{top}.")]
+    merged = {k: (v if k in in_head else state[k]) for k, v in own.items()}
+    if source_classes is not None:
         index = {c: i for i, c in enumerate(source_classes)}
-        for key in (k for k in own if in_head(k)):
+        for key in in_head:
             if key in state and state[key].shape[1:] == own[key].shape[1:]:
                 rows = merged[key].clone()
                 for i, c in enumerate(classes):
                     if c in index:
                         rows[i] = state[key][index[c]]
                 merged[key] = rows
-        carried = sum(c in index for c in classes)
-    elif all(k in state and state[k].shape == own[k].shape for k in own if in_head(k)):
-        merged = {k: state[k] for k in own}  # the same head: kept whole
-        carried = len(classes)
+        return merged, sum(c in index for c in classes)
+    if all(k in state and state[k].shape == own[k].shape for k in in_head):
+        return {k: state[k] for k in own}, len(classes)  # the same head: kept whole
+    return merged, 0
+
+
+def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None, what: str, pin: str) -> dict:
+    """Load the weights ``spec`` names into ``net`` (in place); the record the checkpoint and the card keep."""
+    state, source_classes = _source(net, spec, sha256, what, pin)
+    own, top = net.state_dict(), head(net)
+    _check_fits(own, state, top, what, spec)
+    merged, carried = _merge(own, state, top, classes, source_classes)
     net.load_state_dict(merged)
     fresh = len(classes) - carried
     print(
@@ -149,4 +163,5 @@ def start_from(net: nn.Module, classes: list[str], spec: str, sha256: str | None
         f"classes carried over, {fresh} fresh",
         flush=True,
     )
+    digest = sha256.lower() if sha256 and not TORCHVISION_NAME.fullmatch(spec) else None
     return {"param": what, "source": spec, "sha256": digest, "classes_carried": carried, "classes_fresh": fresh}
