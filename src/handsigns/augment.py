@@ -16,7 +16,8 @@ from handsigns.params.recipe import TrainParams
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, params: TrainParams) -> torch.Tensor:
-    """Random affine (zoom, shift, rotation, optional flip) and colour jitter, a different draw per sample.
+    """Random affine (zoom, shift, rotation, optional flip), colour jitter, hue rotation and random erasing, a
+    different draw per sample; jitter, hue and erasing only when their knobs are above 0.
 
     ``x``: B x 3 x S x S float in [0, 1] on any device; random numbers come from the CPU generator ``gen``
     so a seed gives the same augmentation on every device.

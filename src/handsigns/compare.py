@@ -8,8 +8,10 @@ they differ from the base's), val accuracy and loss per epoch as Mermaid ``xycha
 them), the test confusion matrix as a table, and the test images whose prediction changed.
 
 DVC's ``plots diff`` HTML is still written beside the report (CI uploads that folder as an artifact); the
-report names it in words, and links only to an absolute ``artifact_url``. Each section is capped so the whole
-report stays under GitHub's comment limit.
+report names it in words, and links only to an absolute ``artifact_url``. The params, quality metrics, runtime
+and test predictions sections are each cut to ``SECTION_LIMIT`` characters, the charts hold at most
+``MAX_POINTS`` points a line and the changed predictions ``MAX_CHANGED`` rows, and the headline and the plots
+section are a few lines: the whole report stays under GitHub's comment limit.
 """
 
 from __future__ import annotations

@@ -104,8 +104,8 @@ class Predictor:
             )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels``: N x S x S x 3 uint8 (as load_rgb returns) -> N x classes probabilities, at the card's
-        temperature."""
+        """``pixels``: N x S x S x 3 uint8, a batch of N images (each as load_rgb returns one) -> N x classes
+        probabilities, at the card's temperature."""
         return self._calibrated(self._network(pixels))
 
     def _calibrated(self, probs: np.ndarray) -> np.ndarray:
@@ -126,8 +126,9 @@ class Predictor:
         return self.session.run(outputs, {self.input_name: batch})
 
     def predictions(self, pixels: np.ndarray) -> list[Prediction]:
-        """``pixels``: N x S x S x 3 uint8 (as :meth:`pixels` gives) -> one :class:`Prediction` each: the one
-        place probabilities become labels, for the API, ``handsigns predict`` and ``handsigns serve``."""
+        """``pixels``: N x S x S x 3 uint8, a batch of N images (each as :meth:`pixels` gives one) -> one
+        :class:`Prediction` each: the one place probabilities become labels, for the API, ``handsigns predict``
+        and ``handsigns serve``."""
         found = self._run(pixels, [self.output_name, *([self.ood_output] if self.ood_output else [])])
         scores = found[1] if self.ood_output else None
         out = []
