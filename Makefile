@@ -177,7 +177,7 @@ help:
 	  'make repro              the whole pipeline (dvc repro); SOURCE=path/or/url runs it on other data' \
 	  'make test               the fast tests, under a minute: the edit-and-test loop' \
 	  'make test-all           every test, end-to-end runs included, as .ci/run runs them' \
-	  'make lint               ruff check, ruff format --check, mypy over src/' \
+	  'make lint               ruff check, ruff format --check, mypy over src/ and stages/' \
 	  'make check-workflows    the GitHub workflows and Dependabot settings, checked statically' \
 	  'make gate               reproduce every stage and hold the run to the committed one (docs/comparing-runs.md)' \
 	  'make verify             the gate without training: HEAD'"'"'s run pulled from the DVC remote (docs/sharing-runs.md)' \
@@ -193,4 +193,4 @@ help:
 	  'make bench-split | bench-resume | bench-scaling | bench-finetune | bench-audit    the other benchmarks' \
 	  'make gpu-check          the CUDA path on a real GPU in a few minutes (docs/speed.md)' \
 	  'make clean-venv         remove .venv' \
-	  '.venv/bin/handsigns -h  predict, serve, audit, compare, gate: the command itself'
+	  '.venv/bin/handsigns -h  predict, serve, audit, compare, gate, remote, pull: the command itself'

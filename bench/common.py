@@ -2,7 +2,7 @@
 figures, and the results writer (bench/results/NAME.json and NAME.md).
 
 A script imports it as a sibling: `python bench/x.py` puts bench/ first on sys.path. Only the standard library and
-PyYAML here, so that bench/gpu_check.py still runs on a GPU box that has torch and little else.
+PyYAML here: nothing heavier than what the scripts that import it need already.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def figures(workdir: Path) -> dict:
     train = json.loads((workdir / "metrics/train.json").read_text())
     ev = json.loads((workdir / "metrics/eval.json").read_text())
     runtime = json.loads((workdir / "metrics/runtime.json").read_text())
-    with open(workdir / "metrics/eval/predictions_test.csv", newline="") as f:
+    with open(workdir / "metrics/eval/predictions_test.csv", newline="", encoding="utf-8") as f:
         test = list(csv.DictReader(f))
     return {
         **train,
