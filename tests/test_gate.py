@@ -126,11 +126,12 @@ def test_unchanged_main_passes_on_both_sides_of_bf16(clone, bf16):
         assert json.loads((clone / "metrics/fingerprint.json").read_text())["precision"] == "fp32"
 
 
-@pytest.mark.parametrize("bf16", ["1", "0"], ids=["same-class", "no-native-bf16"])
-def test_a_regression_branch_fails_on_both_sides_of_bf16(clone, bf16):
+def test_a_regression_branch_fails_on_another_machine_class(clone):
+    """Across the bf16 line only the noise rule can catch the drop (the same class adds the exact check, which
+    test_forged_metrics_recorded_with_dvc_commit_do_not_reproduce holds)."""
     set_params(clone, lr=1e-6)  # a change that ruins training, committed without re-running
     commit(clone, "lr typo")
-    proc = gate(clone, "--reproduce", "--exact", base="origin/main", bf16=bf16)
+    proc = gate(clone, "--reproduce", "--exact", base="origin/main", bf16="0")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "gate: FAIL: held-out accuracy against origin/main" in proc.stderr  # the drop, measured
     assert "train:params.yaml:lr" in proc.stderr  # and the stale dvc.lock

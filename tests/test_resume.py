@@ -90,15 +90,21 @@ def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
     raise AssertionError(f"no kill landed inside a checkpoint write in {attempts} attempts")
 
 
-def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
-    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
-    straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
-    killed = tmp_path / "killed"
-    shutil.copytree(straight, killed)
-
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, Path, float]:
+    """One uninterrupted run, the reference both single-process kill tests compare their bytes with: its data
+    source, its project and how long its `dvc repro` took."""
+    root = tmp_path_factory.mktemp("straight")
+    source = colour_dataset(root / "source", per_class=60, size=48)
+    repo = make_project(root / "repo", {"source": str(source)}, overrides=SLOWER, git=True)
     started = time.perf_counter()
-    dvc(straight, "repro")
-    uninterrupted_s = time.perf_counter() - started
+    dvc(repo, "repro")
+    return source, repo, time.perf_counter() - started
+
+
+def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(straight, tmp_path):
+    source, straight, uninterrupted_s = straight
+    killed = make_project(tmp_path / "killed", {"source": str(source)}, overrides=SLOWER, git=True)
 
     first = kill_after_epoch(killed, 5)
     assert "Running stage 'train'" in first and (killed / "models/.resume/train.pt").exists()
@@ -118,12 +124,9 @@ def test_a_killed_repro_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     )
 
 
-def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
-    source = colour_dataset(tmp_path / "source", per_class=60, size=48)
-    straight = make_project(tmp_path / "straight", {"source": str(source)}, overrides=SLOWER, git=True)
-    killed = tmp_path / "killed"
-    shutil.copytree(straight, killed)
-    dvc(straight, "repro")
+def test_a_kill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(straight, tmp_path):
+    source, straight, _ = straight
+    killed = make_project(tmp_path / "killed", {"source": str(source)}, overrides=SLOWER, git=True)
 
     first = kill_during_checkpoint_write(killed)
     done = [int(m) for m in re.findall(r"^epoch +(\d+)/", first, re.M)]
