@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -68,28 +67,32 @@ CLAIM = textwrap.dedent("""
     from pathlib import Path
     from handsigns.runtime import claim_gpu
     print(claim_gpu(int(sys.argv[1]), Path(sys.argv[2])), flush=True)
-    time.sleep(float(sys.argv[3]))
+    while not Path(sys.argv[3]).exists():  # hold the GPU until the test says so: no race with start-up time
+        time.sleep(0.05)
 """)
 
 
 def test_concurrent_runs_each_claim_their_own_gpu_and_a_run_past_the_count_waits(tmp_path):
     """What `dvc queue start -j 3` does on 3 GPUs: three processes at once, each on another GPU; a fourth waits
     until one of them exits, then takes its GPU."""
-    start = lambda hold: subprocess.Popen(  # noqa: E731
-        [sys.executable, "-c", CLAIM, "3", str(tmp_path), str(hold)], stdout=subprocess.PIPE, text=True
+    locks, release, at_once = tmp_path / "locks", tmp_path / "release", tmp_path / "at-once"
+    at_once.touch()
+    start = lambda until: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-c", CLAIM, "3", str(locks), str(until)], stdout=subprocess.PIPE, text=True
     )
-    holders = [start(3.0) for _ in range(3)]
+    holders = [start(release) for _ in range(3)]
     claimed = sorted(int(p.stdout.readline()) for p in holders)
     assert claimed == [0, 1, 2]
-    started = time.perf_counter()
-    fourth = start(0)
-    out = fourth.stdout.read()
-    assert fourth.wait(timeout=30) == 0
-    waited = time.perf_counter() - started
-    assert "all 3 GPUs are held by other runs; waiting for cuda:" in out and int(out.split()[-1]) in claimed
-    assert waited > 1.0  # it got its GPU only when a holder exited (3 s after they started)
+    fourth = start(at_once)
+    waiting = fourth.stdout.readline()  # said while every holder still holds its GPU
+    assert waiting.startswith("train: all 3 GPUs are held by other runs; waiting for cuda:"), waiting
+    assert fourth.poll() is None  # and blocked there
+    release.touch()
+    got = fourth.stdout.read()
+    assert fourth.wait(timeout=60) == 0
+    assert int(got) == int(waiting.split(":")[-1]) and int(got) in claimed  # the GPU it waited for
     for p in holders:
-        p.wait(timeout=30)
+        p.wait(timeout=60)
 
 
 def test_auto_device_on_a_machine_with_several_gpus(tmp_path, monkeypatch):
