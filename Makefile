@@ -76,7 +76,7 @@ exp: $(STAMP)
 	$(if $(SET),,$(error make exp needs SET=, e.g. make exp SET='lr=0.01'))$(BIN)/dvc exp run \
 		$(foreach s,$(SET),-S '$(s)') $(if $(NAME),-n '$(NAME)') $(EXP_ARGS)
 
-# `make test`, the edit-and-test loop (under a minute): every test not marked slow or e2e. `make test-all` (what
+# `make test`, the edit-and-test loop (minutes): every test not marked slow or e2e. `make test-all` (what
 # .ci/run runs): those first, to fail fast, then the slow and end-to-end ones: every test, each once.
 FAST := not slow and not e2e
 test: $(STAMP)
@@ -175,7 +175,7 @@ clean-venv:
 help:
 	@printf '%s\n' \
 	  'make repro              the whole pipeline (dvc repro); SOURCE=path/or/url runs it on other data' \
-	  'make test               the fast tests, under a minute: the edit-and-test loop' \
+	  'make test               the fast tests, the edit-and-test loop (2-3 minutes on 2 cores)' \
 	  'make test-all           every test, end-to-end runs included, as .ci/run runs them' \
 	  'make lint               ruff check, ruff format --check, mypy over src/ and stages/' \
 	  'make check-workflows    the GitHub workflows and Dependabot settings, checked statically' \
