@@ -373,3 +373,31 @@ def outlier_folder(folder: Path, size: int, per_set: int) -> Path:
         for i, picture in enumerate(pixels):
             Image.fromarray(picture).save(folder / f"{name}-{i}.png")
     return folder
+
+
+@pytest.fixture
+def gpu(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """A stubbed CUDA GPU; call it with the compute capability (and name) it should report."""
+    from types import SimpleNamespace
+
+    import torch  # here, not at the top: most tests never load torch
+
+    def at(major: int, minor: int, name: str = "NVIDIA Test GPU") -> None:
+        props = SimpleNamespace(name=name, major=major, minor=minor, total_memory=16 * 2**30)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # torch's answer
+
+    return at
+
+
+@pytest.fixture
+def tf32_state() -> Any:
+    """torch's TF32 switches as they were, put back after the test (they are process-wide, and properties that
+    monkeypatch cannot restore)."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -1,5 +1,5 @@
 """What computed a run (fingerprint.py): the keys that tell machine classes apart, the short names of a machine,
-the GPU driver. CUDA devices are stubbed (as in tests/test_runtime.py); the real GPU is `make gpu-check`'s."""
+the GPU driver. CUDA devices are stubbed (conftest's `gpu`); the real GPU is `make gpu-check`'s."""
 
 import subprocess
 import sys
@@ -12,26 +12,6 @@ from handsigns import fingerprint
 from handsigns.fingerprint import DECIDING_KEYS, class_changes, machine_names
 
 CUDA = torch.device("cuda", 0)
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """A stubbed CUDA GPU; call it with the compute capability and name it should report."""
-
-    def at(major: int, minor: int, name: str) -> None:
-        props = SimpleNamespace(name=name, major=major, minor=minor, total_memory=16 * 2**30)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-
-    return at
-
-
-@pytest.fixture
-def tf32_state():
-    """torch's TF32 switches as they were, put back after the test (process-wide properties)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_tf32_and_the_capability_tell_two_fp32_gpu_runs_apart(gpu, tf32_state):

@@ -3,7 +3,6 @@ stubbed at a compute capability: the rules are tested here, the real GPU by `mak
 
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,29 +12,6 @@ from handsigns.fingerprint import fingerprint, machine_names
 from handsigns.runtime import configure_math, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
-
-
-@pytest.fixture
-def gpu(monkeypatch):
-    """A stubbed CUDA GPU; call it with the compute capability (and name) it should report."""
-
-    def at(major: int, minor: int, name: str = "NVIDIA Test GPU") -> None:
-        props = SimpleNamespace(name=name, major=major, minor=minor, total_memory=16 * 2**30)
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # torch's answer
-
-    return at
-
-
-@pytest.fixture
-def tf32_state():
-    """torch's TF32 switches as they were, put back after the test (they are process-wide, and properties that
-    monkeypatch cannot restore)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize(
