@@ -31,12 +31,12 @@ CLIENTS = ("sbatch", "srun", "scontrol", "scancel", "sinfo", "squeue")
 # the daemons live in sbin, which is not on every user's PATH
 BIN = {name: shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") for name in DAEMONS + CLIENTS}
 MISSING_SLURM = (
-    "no SLURM here (Debian: apt install slurmctld slurmd slurm-client munge; .ci/run installs them)"
-    if not all(BIN.values())
-    else "slurmd runs jobs as their user only when started as root; the SLURM tests need root"
-    if os.geteuid() != 0
-    else None
+    None
+    if all(BIN.values())
+    else "no SLURM here (Debian: apt install slurmctld slurmd slurm-client munge; .ci/run installs them)"
 )
+# slurmd starts each job as the user who submitted it, which only root may do
+NOT_ROOT = None if os.geteuid() == 0 else "the SLURM daemons run as root: the cluster tests need root"
 NODES = ("127.0.0.1", "127.0.0.2")
 PREFIX = "handsigns-slurm-"  # the cluster folders in the temp dir, found again by cleanup_stale
 TAG = "HANDSIGNS_SLURM_TAG"  # set on every daemon, so that their leftovers can be found by environment
@@ -213,22 +213,28 @@ class SlurmCluster:
         with ``env`` added."""
         return int(self.run("sbatch", "--parsable", *args, env=env).stdout.strip().split(";")[0])
 
-    def job(self, job: int) -> dict[str, str]:
-        """``scontrol show job``'s fields (values with spaces cut at the first space: JobState, Restarts,
-        NodeList and the counts are whole)."""
+    def records(self, job: int) -> list[dict[str, str]]:
+        """``scontrol show job``'s fields, one record per task of an array (values with spaces are cut at the
+        first space; JobState, Restarts, NodeList and the counts are whole). No accounting here, so no sacct."""
         out = self.run("scontrol", "show", "job", "-o", str(job), check=False).stdout
-        return dict(tok.split("=", 1) for tok in out.split("\n", 1)[0].split() if "=" in tok)
+        return [dict(tok.split("=", 1) for tok in line.split() if "=" in tok) for line in out.splitlines() if line]
 
-    def wait_job(self, job: int, state: str = "COMPLETED", timeout: float = 300, output: Path | None = None) -> dict:
-        """Wait until ``job`` is in ``state``; fail at once when it ends in another (with ``output``'s tail)."""
+    def wait_job(
+        self, job: int, state: str = "COMPLETED", timeout: float = 300, output: Path | None = None
+    ) -> list[dict[str, str]]:
+        """Wait until ``job`` (every task of an array) is in ``state``; its records. Fails at once when one ends
+        in another state, with the tail of ``output``, the job's output file."""
 
-        def reached() -> dict | None:
-            info = self.job(job)
-            if info.get("JobState") == state:
-                return info
-            if info.get("JobState") in FINAL:
+        def reached() -> list[dict[str, str]] | None:
+            records = self.records(job)
+            states = {r.get("JobState") for r in records}
+            if records and states == {state}:
+                return records
+            if states & FINAL - {state}:
                 tail = output.read_text()[-4000:] if output and output.exists() else ""
-                raise SlurmError(f"job {job} ended {info.get('JobState')}, not {state}: {info}\n{tail}")
+                keys = ("JobId", "ArrayTaskId", "JobState", "Reason", "ExitCode", "Restarts", "NodeList")
+                brief = [{k: r[k] for k in keys if k in r} for r in records]
+                raise SlurmError(f"job {job} ended {states}, not {state}: {brief}\n{tail}")
             return None
 
         return self.wait_for(f"job {job} {state}", reached, timeout)
