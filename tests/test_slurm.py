@@ -1,9 +1,12 @@
 """tools/slurm/ on a real SLURM cluster: two slurmd on this machine (tests/helpers/slurm.py). The training job
 runs the pipeline across both nodes to the weights and metrics of the same world size on one node; requeued
-mid-training, as a preempted job is, it resumes and ends with the bytes of an uninterrupted job."""
+mid-training, as a preempted job is, it resumes and ends with the bytes of an uninterrupted job. The sweep job
+runs one experiment per array task and brings each back to the repository it was submitted from."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -146,6 +149,36 @@ def test_a_requeued_job_resumes_to_the_bytes_of_an_uninterrupted_run(slurm, two_
         assert job_outputs[path] == straight[path], path
     assert dvc(project, "status", "--quiet", check=False).returncode == 0
     print(f"\nUSR1 after epoch 3: resumed after epoch {resumed[1]}, COMPLETED {took:.1f} s later; output:\n{log}")
+
+
+def test_a_sweep_runs_one_experiment_per_array_task_and_lists_them_where_it_was_submitted(slurm, source, tmp_path):
+    project = make_project(tmp_path / "project", {"source": str(source)}, overrides=TINY, git=True)
+    (project / ".venv").symlink_to(VENV_BIN.parent)
+    (tmp_path / "sweep.txt").write_text("lr=0.005\nlr=0.02 epochs=3\n")
+    started = time.perf_counter()
+    job = slurm.sbatch(
+        "--array=0-1",
+        f"--chdir={project}",
+        f"--output={tmp_path}/%a.out",
+        str(TOOLS / "sweep.sbatch"),
+        str(tmp_path / "sweep.txt"),
+        env=JOB_ENV,
+    )
+    records = slurm.wait_job(job, output=tmp_path / "0.out")
+    took = time.perf_counter() - started
+    assert sorted(r["ArrayTaskId"] for r in records) == ["0", "1"]
+    shown = dvc(project, "exp", "show", "--no-pager", "--csv").stdout
+    rows = {row["Experiment"]: row for row in csv.DictReader(io.StringIO(shown)) if row["Experiment"]}
+    assert rows.keys() == {f"sweep-{job}-0", f"sweep-{job}-1"}, shown
+    first, second = rows[f"sweep-{job}-0"], rows[f"sweep-{job}-1"]
+    assert (first["lr"], first["epochs"]) == ("0.005", "2") and (second["lr"], second["epochs"]) == ("0.02", "3")
+    accuracy = next(column for column in first if column.endswith("test.accuracy"))
+    assert float(first[accuracy]) > 0 and float(second[accuracy]) > 0, shown  # each ran its whole pipeline
+    dvc(project, "exp", "apply", f"sweep-{job}-1")  # its outputs come from the shared cache
+    assert dvc(project, "status", "--quiet", check=False).returncode == 0
+    assert json.loads((project / "metrics/train.json").read_text())["epochs_run"] == 3
+    print(f"\na 2-task sweep {took:.1f} s from sbatch to COMPLETED; dvc exp show --csv where it was submitted:")
+    print(shown)
 
 
 def logged(slurm: SlurmCluster, job: int, output: Path, pattern: str) -> bool:
