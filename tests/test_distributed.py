@@ -65,7 +65,7 @@ def test_the_global_batch_must_split_evenly_over_the_processes():
 CLAIM = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from handsigns.runtime import claim_gpu
+    from handsigns.gpus import claim_gpu
     print(claim_gpu(int(sys.argv[1]), Path(sys.argv[2])), flush=True)
     while not Path(sys.argv[3]).exists():  # hold the GPU until the test says so: no race with start-up time
         time.sleep(0.05)
