@@ -13,7 +13,7 @@ CPU_INDEX := https://download.pytorch.org/whl/cpu
 # The torch release the committed baseline ran on: both locks are compiled with it as a constraint.
 TORCH_PINS := tools/torch-pins.txt
 
-.PHONY: help install lock lock-cpu site repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
+.PHONY: help install lock lock-cpu site repro exp exps test test-all gate verify remote pull lint check-workflows gpu-check bench bench-split bench-resume bench-queue bench-scaling bench-finetune bench-generality bench-audit screenshot notebook clean-venv
 .DEFAULT_GOAL := repro
 
 # Everything comes from the locks: exact versions, sha256-checked, no resolver; uv installs them (pip where uv
@@ -76,14 +76,18 @@ exp: $(STAMP)
 	$(if $(SET),,$(error make exp needs SET=, e.g. make exp SET='lr=0.01'))$(BIN)/dvc exp run \
 		$(foreach s,$(SET),-S '$(s)') $(if $(NAME),-n '$(NAME)') $(EXP_ARGS)
 
-# `make test`, the edit-and-test loop (minutes): every test not marked slow or e2e. `make test-all` (what
-# .ci/run runs): those first, to fail fast, then the slow and end-to-end ones: every test, each once.
+# `make test`, the edit-and-test loop: every test not marked slow or e2e. `make test-all` (what .ci/run runs):
+# those first, to fail fast, then the slow and end-to-end ones: every test, each once. TEST_JOBS pytest-xdist
+# workers share the tests out a module at a time (a module's shared fixtures are built once): most slow tests
+# wait on process start-up, imports and DVC, so two workers keep two cores busy. TEST_JOBS=0: one process.
 FAST := not slow and not e2e
+TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest -m '$(FAST)' $(PYTEST_ARGS)
+	$(PYTEST) -m '$(FAST)' $(PYTEST_ARGS)
 
 test-all: test
-	$(BIN)/python -m pytest -m 'not ($(FAST))' $(PYTEST_ARGS)
+	$(PYTEST) -m 'not ($(FAST))' $(PYTEST_ARGS)
 
 # The metric regression gate (.ci/run): run every stage, print `dvc metrics diff $(GATE_BASE)`, fail when held-out
 # accuracy dropped beyond noise (the ci params) or HEAD's committed run does not reproduce (docs/comparing-runs.md).
@@ -168,6 +172,10 @@ screenshot: $(STAMP)
 bench-resume: $(STAMP)
 	$(BIN)/python bench/resume.py
 
+# DVC's queue with two workers: queued experiments that finish and fail, round by round (docs/scaling.md).
+bench-queue: $(STAMP)
+	$(BIN)/python bench/queue_race.py $(BENCH_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)
 
@@ -175,7 +183,7 @@ clean-venv:
 help:
 	@printf '%s\n' \
 	  'make repro              the whole pipeline (dvc repro); SOURCE=path/or/url runs it on other data' \
-	  'make test               the fast tests, the edit-and-test loop (2-3 minutes on 2 cores)' \
+	  'make test               the fast tests, the edit-and-test loop (TEST_JOBS=2 workers; 0: one process)' \
 	  'make test-all           every test, end-to-end runs included, as .ci/run runs them' \
 	  'make lint               ruff check, ruff format --check, mypy over src/ and stages/' \
 	  'make check-workflows    the GitHub workflows and Dependabot settings, checked statically' \
@@ -190,7 +198,7 @@ help:
 	  'make lock               refresh requirements.txt after changing pyproject.toml; make lock-cpu: requirements-cpu.txt' \
 	  'make bench              speed and time to accuracy against the notes'"'"' loop (docs/speed.md)' \
 	  'make bench-generality   the default recipe on eleven other image folders (docs/generality.md)' \
-	  'make bench-split | bench-resume | bench-scaling | bench-finetune | bench-audit    the other benchmarks' \
+	  'make bench-split | bench-resume | bench-queue | bench-scaling | bench-finetune | bench-audit  the other benchmarks' \
 	  'make gpu-check          the CUDA path on a real GPU in a few minutes (docs/speed.md)' \
 	  'make clean-venv         remove .venv' \
 	  '.venv/bin/handsigns -h  predict, serve, audit, compare, gate, remote, pull: the command itself'
