@@ -82,7 +82,7 @@ exp: $(STAMP)
 # wait on process start-up, imports and DVC, so two workers keep two cores busy. TEST_JOBS=0: one process.
 FAST := not slow and not e2e
 TEST_JOBS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 test: $(STAMP)
 	$(PYTEST) -m '$(FAST)' $(PYTEST_ARGS)
 

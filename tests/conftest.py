@@ -28,6 +28,17 @@ DVC = str(VENV_BIN / "dvc")  # the environment's own dvc, whatever is on PATH
 # In CI (.ci/run sets CI) a missing browser or server fails its tests instead of skipping them.
 REQUIRED_IN_CI = bool(os.environ.get("CI"))
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test` (pytest-xdist, --dist loadgroup) each test goes to whichever worker is free, except the
+    tests that share a module-scoped fixture (an expensive run they only read): those share one xdist group, so
+    one worker builds the fixture once and runs them all."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info else ()
+        if any(d[-1].scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 TINY = {  # a model and a schedule small enough for a unit test on two CPU cores
     "seed": 0,
     "lr": 0.01,

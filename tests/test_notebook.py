@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.request
 
-import jupytext
 import nbformat
 import pytest
 
@@ -28,6 +27,8 @@ def cells(nb) -> list[tuple[str, str]]:
 
 
 def test_notebook_and_its_text_twin_hold_the_same_cells_and_no_outputs():
+    import jupytext  # here: importing it takes seconds, which every test worker would pay at collection
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert cells(nb) == cells(jupytext.read(TWIN)), "out of step: run `jupytext --sync notebooks/curso.ipynb`"
