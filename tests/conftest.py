@@ -28,6 +28,7 @@ DVC = str(VENV_BIN / "dvc")  # the environment's own dvc, whatever is on PATH
 # In CI (.ci/run sets CI) a missing browser or server fails its tests instead of skipping them.
 REQUIRED_IN_CI = bool(os.environ.get("CI"))
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, --dist loadgroup) each test goes to whichever worker is free, except the
     tests that share a module-scoped fixture (an expensive run they only read): those share one xdist group, so
