@@ -78,6 +78,13 @@ def statuses(repo: Path) -> list[tuple[str, str]]:
     return tasks
 
 
+def last_log_line(repo: Path, name: str) -> str:
+    """A failed task's last log line; the reported failure often leaves no log, which is a finding, not an error."""
+    proc = subprocess.run([DVC, "queue", "logs", name], cwd=repo, env=ENV, capture_output=True, text=True)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1] if lines else "(no log)"
+
+
 def one_round(repo: Path, first_seed: int, experiments: int, workers: int, timeout: float) -> dict:
     names = [f"seed-{s}" for s in range(first_seed, first_seed + experiments)]
     for seed, name in zip(range(first_seed, first_seed + experiments), names, strict=True):
@@ -103,7 +110,7 @@ def one_round(repo: Path, first_seed: int, experiments: int, workers: int, timeo
     seconds = time.perf_counter() - started
     shown = json.loads(sh(repo, DVC, "exp", "show", "--json"))
     listed = {e["name"] for rev in shown for e in (rev.get("experiments") or []) if e.get("name") in names}
-    failed = {n: sh(repo, DVC, "queue", "logs", n).strip().splitlines()[-1:] for n, s in tasks.items() if s == "Failed"}
+    failed = {n: last_log_line(repo, n) for n, s in tasks.items() if s == "Failed"}
     return {
         "seconds": round(seconds, 1),
         "most_running_at_once": most,
@@ -124,11 +131,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="handsigns-queue-") as tmp:
         repo = git_project(Path(tmp) / "project")
         rounds = []
-        for r in range(args.rounds):
-            rounds.append(one_round(repo, r * args.experiments, args.experiments, args.workers, args.timeout))
-            print(f"round {r + 1}: {rounds[-1]}", flush=True)
-        if any("Running" in x["statuses"].values() for x in rounds):
-            sh(repo, DVC, "queue", "stop", "--kill")
+        try:
+            for r in range(args.rounds):
+                rounds.append(one_round(repo, r * args.experiments, args.experiments, args.workers, args.timeout))
+                print(f"round {r + 1}: {rounds[-1]}", flush=True)
+        finally:  # no worker left running in a folder about to be removed
+            subprocess.run([DVC, "queue", "stop", "--kill"], cwd=repo, env=ENV, capture_output=True)
     dvc_version = subprocess.run([DVC, "--version"], capture_output=True, text=True, env=ENV).stdout.strip()
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     report = {"dvc": dvc_version, "settings": settings, "rounds": rounds}

@@ -202,21 +202,15 @@ def test_each_architecture_exports_an_onnx_model_onnx_runtime_agrees_with(arch, 
     """What differs between architectures at export is their operators (hardswish, SiLU, squeeze-excitation):
     each one's ONNX graph, run by ONNX Runtime at another batch size than the exporter saw, gives PyTorch's
     probabilities. The stages around the export are the same code for every architecture (below, through DVC)."""
-    import onnxruntime as ort
-
-    from handsigns.export import INPUT_NAME, save_onnx
+    from handsigns.export import save_onnx, verify
 
     recipe = build(RecipeParams, {**TINY, "epochs": 1, "batch_size": 8, "model": {"arch": arch, "image_size": 32}})
     train, val = random_split(16, size=32), random_split(8, seed=1, size=32)
     fit(recipe, ["x", "y"], train, val, best_path=tmp_path / "best.pt")
     model, _ = checkpoint.load_model(tmp_path / "best.pt")
     save_onnx(model, 32, tmp_path / "model.onnx")
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    [onnx_probs] = session.run(None, {INPUT_NAME: val.images[:5].numpy()})
-    with torch.no_grad():
-        torch_probs = model(val.images[:5]).numpy()
-    assert onnx_probs.shape == (5, 2)
-    assert abs(onnx_probs - torch_probs).max() < 1e-4
+    report = verify(model, tmp_path / "model.onnx", val.images[:5])  # the export stage's check; raises on a miss
+    assert report["images"] == report["labels_equal"] == 5, report
 
 
 # ------------------------------------------------------------------------------- through the real pipeline

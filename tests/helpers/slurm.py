@@ -168,8 +168,8 @@ class SlurmCluster:
             pause = min(pause * 1.5, 0.5)
 
     def start(self, timeout: float = 30) -> SlurmCluster:
-        cleanup_stale(keep=self.base)
         try:
+            cleanup_stale(keep=self.base)
             self._write_config()
             m = self.base / "munge"
             self._spawn(
@@ -245,7 +245,7 @@ class SlurmCluster:
             self.run("scancel", "--user=root", check=False)
             with contextlib.suppress(SlurmError):  # slurmstepd kills the jobs' processes: give it a moment
                 self.wait_for("empty queue", lambda: not self.run("squeue", "-h", check=False).stdout.strip(), 5)
-        for p in reversed(self.procs.values()):  # the slurmds first, munged last
+        for p in self.procs.values():  # all at once: each exits on its own SIGTERM
             if p.poll() is None:
                 p.terminate()
         for p in self.procs.values():
@@ -295,7 +295,10 @@ def cleanup_stale(keep: Path) -> None:
         try:
             pids: Any = json.loads((base / "run/pids.json").read_text()).values()
         except (OSError, ValueError):
-            if time.time() - base.stat().st_mtime < 120:  # no pids yet: maybe starting right now
+            try:
+                if time.time() - base.stat().st_mtime < 120:  # no pids yet: maybe starting right now
+                    continue
+            except OSError:  # removed meanwhile, by another test run's clean-up
                 continue
             pids = []
         if not any(_alive(pid) for pid in pids):
