@@ -79,8 +79,7 @@ exp: $(STAMP)
 # `make test`, the edit-and-test loop: every test not marked slow or e2e. `make test-all` (what .ci/run runs):
 # those first, to fail fast, then the slow and end-to-end ones: every test, each once. TEST_JOBS pytest-xdist
 # workers take the tests one at a time, except that a module defining a module-scoped fixture goes to one
-# worker whole (tests/conftest.py), so the fixture is built once. Most slow tests wait on process start-up, imports and DVC: two
-# workers keep two cores busy. TEST_JOBS=0: one process.
+# worker whole (tests/conftest.py), so the fixture is built once. TEST_JOBS=0: one process.
 FAST := not slow and not e2e
 TEST_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
