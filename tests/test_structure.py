@@ -240,3 +240,26 @@ def test_git_tracks_no_weights_and_no_large_file_but_the_shipped_zip():
     weights = [f for f in files if f.endswith((".pt", ".pth", ".onnx", ".safetensors", ".ckpt"))]
     large = [f for f in files if (REPO / f).is_file() and (REPO / f).stat().st_size > 500_000]
     assert weights == [] and large == ["datasets/64x64_SIGNS.zip"]
+
+
+# ------------------------------------------------------------------------------------------ test scheduling
+
+
+def test_the_test_scheduler_keeps_shared_fixture_modules_whole_and_spreads_the_rest(pytestconfig, monkeypatch):
+    """conftest's pytest_xdist_make_scheduler: a module defining a module-scoped fixture is one unit of work (its
+    fixture built once), any other test a unit of its own. It overrides a method of xdist's LoadScopeScheduling,
+    which must still be there: an xdist release without it would build those fixtures on every worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    from conftest import pytest_xdist_make_scheduler
+
+    assert callable(vars(LoadScopeScheduling).get("_split_scope"))
+    monkeypatch.setattr(pytestconfig.option, "dist", "loadgroup")
+    monkeypatch.setattr(pytestconfig.option, "tx", ["popen"] * 2, raising=False)
+    scheduler = pytest_xdist_make_scheduler(pytestconfig, None)
+    assert isinstance(scheduler, LoadScopeScheduling)
+    gate, adapt = "tests/test_gate.py::test_a_drop_fails_only_beyond_noise", "tests/test_adapt.py::test_x"
+    assert scheduler._split_scope(gate) == "tests/test_gate.py"  # test_gate.py defines a module-scoped fixture
+    assert scheduler._split_scope(adapt) == adapt
+    monkeypatch.setattr(pytestconfig.option, "dist", "load")
+    assert pytest_xdist_make_scheduler(pytestconfig, None) is None  # other modes: xdist's own schedulers
