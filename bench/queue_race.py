@@ -67,14 +67,13 @@ def git_project(workdir: Path) -> Path:
     return repo
 
 
-def statuses(repo: Path) -> list[tuple[str, str]]:
-    """`dvc queue status`'s tasks: (row, status), status one of Queued, Running, Success or Failed. A running
-    task's row may lack its name, so rows are matched by the name they hold, if any."""
-    tasks = []
+def statuses(repo: Path) -> dict[str, str]:
+    """`dvc queue status`'s tasks: name (task id where it has none) -> Queued, Running, Success or Failed."""
+    tasks = {}
     for line in sh(repo, DVC, "queue", "status").splitlines():
-        cols = line.split()
+        cols = line.split()  # task, name, created (one to three words), status
         if cols and re.fullmatch(r"[0-9a-f]{7}", cols[0]) and cols[-1] in ("Queued", "Running", "Success", "Failed"):
-            tasks.append((line, cols[-1]))
+            tasks[cols[1] if re.fullmatch(r"[a-z]+-\d+", cols[1]) else cols[0]] = cols[-1]
     return tasks
 
 
@@ -99,9 +98,8 @@ def one_round(repo: Path, first_seed: int, experiments: int, workers: int, timeo
             raise SystemExit(f"error: dvc queue start failed:\n{log.read()[-2000:]}")
     most = 0  # the most experiments seen running at once: did the workers run side by side?
     while True:
-        rows = statuses(repo)
-        most = max(most, sum(s == "Running" for _, s in rows))  # the project's only queued tasks are this round's
-        tasks = {n: s for row, s in rows for n in names if re.search(rf"\b{n}\b", row)}
+        tasks = {n: s for n, s in statuses(repo).items() if n in names}
+        most = max(most, sum(s == "Running" for s in tasks.values()))
         if len(tasks) == experiments and all(s in ("Success", "Failed") for s in tasks.values()):
             break
         if time.perf_counter() - started > timeout:

@@ -4,7 +4,6 @@ launch command, and one GPU per queued experiment (with a faked device count: no
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from handsigns.errors import UserError
 from handsigns.params.recipe import RecipeParams
 
 from conftest import TINY, colour_dataset, dvc, make_project, project_env
+from helpers.servers import free_port
 
 # ------------------------------------------------------------------------------------------------ fast
 
@@ -133,9 +133,7 @@ def test_two_gloo_processes_through_dvc_repro_train_a_model_single_process_evalu
 def test_two_nodes_meet_at_node_0_and_node_0_writes(tmp_path):
     """Two "nodes" on this machine, one process each: node 0 runs `dvc repro`, node 1 the stage script in its own
     checkout (the same commit and data), as docs/scaling.md says; they meet at 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     source = colour_dataset(tmp_path / "source", per_class=40, size=24)
     overrides = {**DDP, "dist": {"nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"}}
     node0 = make_project(tmp_path / "node0", {"source": str(source)}, overrides=overrides, git=True)

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from conftest import REQUIRED_IN_CI, TINY, VENV_BIN, colour_dataset, dvc, make_project
-from helpers.slurm import FINAL, MISSING_SLURM, NOT_ROOT, SlurmCluster, free_ports
+from helpers.servers import free_port
+from helpers.slurm import FINAL, MISSING_SLURM, NOT_ROOT, SlurmCluster
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,7 +70,7 @@ def submit(slurm: SlurmCluster, project: Path, output: Path) -> int:
     (project / ".venv").symlink_to(VENV_BIN.parent)
     env = {
         **JOB_ENV,
-        "MASTER_PORT": str(free_ports(1)[0]),
+        "MASTER_PORT": str(free_port()),
         # the two nodes share this machine's cores as two processes on one node do (distributed.relaunch)
         "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2)),
     }

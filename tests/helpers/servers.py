@@ -9,6 +9,7 @@ the host key against ``$HOME/.ssh/known_hosts``: the tests give DVC a HOME of th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import os
@@ -29,10 +30,17 @@ SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.path.e
 MISSING_SSHD = "no OpenSSH server here (Debian: apt install openssh-server; .ci/run installs it)"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15) -> None:
