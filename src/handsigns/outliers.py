@@ -60,10 +60,15 @@ def text(rng: np.random.Generator) -> Image.Image:
 
 def sample_photos() -> list[Path]:
     """The real photos shipped inside scikit-learn and Matplotlib (both dependencies of the pipeline)."""
-    import matplotlib
-    import sklearn.datasets
+    import importlib.util
 
-    sklearn_images = Path(sklearn.datasets.__file__).parent / "images"
+    import matplotlib
+
+    # Found, not imported: importing scikit-learn takes a second, and only its files are needed here.
+    sklearn = importlib.util.find_spec("sklearn")
+    if sklearn is None or not sklearn.submodule_search_locations:
+        raise ModuleNotFoundError("scikit-learn is not installed: the pipeline's sample photos come with it")
+    sklearn_images = Path(sklearn.submodule_search_locations[0]) / "datasets/images"
     matplotlib_images = Path(matplotlib.get_data_path()) / "sample_data"
     return [
         sklearn_images / "china.jpg",
