@@ -192,13 +192,20 @@ def make_project(
     return dest
 
 
+# The bytecode of every subprocess a test starts, in one cache beside the venv: nothing is written into the
+# projects, and no process compiles torch, DVC or the ONNX exporter from source again (a venv that uv installed
+# has no .pyc files; without a cache a tiny pipeline run takes about twice as long: docs/comparing-runs.md).
+PYCACHE = VENV_BIN.parent / "pycache"
+
+
 def project_env(**extra: str) -> dict[str, str]:
     """This process's environment for a subprocess: the venv first on PATH (dvc.yaml's `python` is the venv's),
-    DVC's analytics off, no .pyc files written into the project; then ``extra``. For what must run alongside
-    the test (``subprocess.Popen``); what the test waits for goes through :func:`run`."""
+    DVC's analytics off, bytecode cached in :data:`PYCACHE`; then ``extra``. For what must run alongside the
+    test (``subprocess.Popen``); what the test waits for goes through :func:`run`."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}, **extra)
+    env.update({"DVC_NO_ANALYTICS": "1", "PYTHONPYCACHEPREFIX": str(PYCACHE)}, **extra)
     return env
 
 
