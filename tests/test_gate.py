@@ -23,9 +23,29 @@ pytestmark = pytest.mark.slow
 SITECUSTOMIZE = """
 import os
 if os.environ.get("FORCE_NATIVE_BF16") in ("0", "1"):
-    import torch.cpu
+    # Patched when torch.cpu is first imported, not imported here: most processes of a run (dvc, download,
+    # split) never load torch, and importing it in each would cost seconds.
+    import importlib.util
+    import sys
+
     answer = os.environ["FORCE_NATIVE_BF16"] == "1"
-    torch.cpu._is_avx512_bf16_supported = torch.cpu._is_amx_tile_supported = lambda: answer
+
+    class ForceBf16Probes:
+        def find_spec(self, name, path=None, target=None):
+            if name != "torch.cpu":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run_module = spec.loader.exec_module
+
+            def exec_module(module):
+                run_module(module)
+                module._is_avx512_bf16_supported = module._is_amx_tile_supported = lambda: answer
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, ForceBf16Probes())
 """
 
 
