@@ -75,7 +75,7 @@ def test_both_readmes_open_the_notebook_in_colab_and_locally():
 def test_notebook_runs_top_to_bottom_in_a_real_kernel(tmp_path):
     from nbclient import NotebookClient
 
-    short = {"epochs": 1, "model": {"num_channels": 8}, "train": {"min_steps": 0}}  # seconds, not minutes
+    short = {"epochs": 1, "model": {"image_size": 32, "num_channels": 8}, "train": {"min_steps": 0}}  # seconds
     project = make_project(tmp_path / "project", overrides=short, git=True)
     shutil.copytree(REPO / "notebooks", project / "notebooks")
     run(["git", "add", "notebooks"], project)
