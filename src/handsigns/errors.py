@@ -6,6 +6,7 @@ Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -32,4 +33,8 @@ def run_main(main: Callable[[], object]) -> NoReturn:
     except KeyboardInterrupt as exc:  # Ctrl-C; a stage may say where it stopped and how to go on
         print(f"error: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         sys.exit(130)
+    finally:
+        # The process ends here. Frozen, the objects torch and its compiler front end made escape the collections
+        # the interpreter's shutdown would run over them: 0.5-1.5 s of every stage (docs/speed.md).
+        gc.freeze()
     sys.exit(result if isinstance(result, int) else 0)
