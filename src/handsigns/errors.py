@@ -19,7 +19,8 @@ class UserError(Exception):
 
 
 def run_main(main: Callable[[], object]) -> NoReturn:
-    """Run ``main`` and turn a :class:`UserError` into one ``error: ...`` line and exit status 2."""
+    """Run ``main`` and turn a :class:`UserError` into one ``error: ...`` line and exit status 2. Ends the
+    process: for a program's entry point only."""
     try:
         result = main()
     except UserError as exc:
@@ -35,6 +36,6 @@ def run_main(main: Callable[[], object]) -> NoReturn:
         sys.exit(130)
     finally:
         # The process ends here. Frozen, the objects torch and its compiler front end made escape the collections
-        # the interpreter's shutdown would run over them: 0.5-1.5 s of every stage (docs/speed.md).
+        # the interpreter's shutdown would run over them: 0.5-1.5 s of each stage that loads torch (docs/speed.md).
         gc.freeze()
     sys.exit(result if isinstance(result, int) else 0)
