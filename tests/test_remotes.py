@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, dvc, make_project, run
+from conftest import DVC, REQUIRED_IN_CI, TINY, VENV_BIN, dvc, make_project, project_env, run
 from helpers.servers import MISSING_SSHD, SSHD, SSHServer, http_server, sshd
 
 slow = pytest.mark.slow
@@ -232,7 +232,7 @@ def test_a_push_cut_off_half_way_completes_when_run_again(team):
     proc = subprocess.Popen(
         [DVC, "push", "--remote", "cut", "--jobs", "1"],
         cwd=box,
-        env={**os.environ, "HOME": str(team.ssh.home), "DVC_NO_ANALYTICS": "1"},
+        env=project_env(HOME=str(team.ssh.home)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

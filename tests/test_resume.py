@@ -75,7 +75,7 @@ def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
     exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
     resume = repo / "models/.resume"
     for _ in range(attempts):
-        proc = start_repro(repo)
+        proc = start_repro(repo, "train")
         seen: list[str] = []
         reader = threading.Thread(target=seen.extend, args=(proc.stdout,), daemon=True)
         reader.start()
@@ -170,7 +170,7 @@ def test_a_second_repro_in_the_same_checkout_is_refused_and_corrupts_nothing(tmp
     assert first.wait(timeout=300) == 0, "".join(lines)
     refusal = second.stdout + second.stderr  # DVC's lock on the outputs the first run is writing
     assert second.returncode != 0 and "is being blocked by" in refusal and "dvc repro" in refusal, refusal
-    assert dvc(repo, "status", "train", "--quiet", check=False).returncode == 0  # all outputs match
+    assert dvc(repo, "status", "train", "--quiet", check=False).returncode == 0  # train's outputs match
 
 
 def test_a_killed_two_process_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):

@@ -28,7 +28,13 @@ pytestmark = [
 ]
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools/slurm"
-JOB_ENV = {"PYTHONUNBUFFERED": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+# conftest.project_env's bytecode cache; empty is unset, should the caller's environment forbid writing it
+JOB_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "PYTHONPYCACHEPREFIX": str(PYCACHE),
+    "PYTHONDONTWRITEBYTECODE": "",
+}
 EPOCHS = 12
 RECIPE = {**TINY, "epochs": EPOCHS, "model": {"image_size": 48, "num_channels": 24}}  # tests/test_resume.py's
 ONE_NODE = {**RECIPE, "nproc": 2}  # world size 2 on one node: the reference
