@@ -71,8 +71,8 @@ def kill_after_epoch(repo, epoch: int) -> str:
 
 
 def kill_during_checkpoint_write(repo, attempts: int = 3) -> str:
-    """Start `dvc repro` and SIGKILL it the moment a resume-checkpoint write is under way (its temporary file
-    exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
+    """Start `dvc repro train` and SIGKILL it the moment a resume-checkpoint write is under way (its temporary
+    file exists, not yet renamed into place); its output. Asserts the kill did land inside a write."""
     resume = repo / "models/.resume"
     for _ in range(attempts):
         proc = start_repro(repo, "train")
