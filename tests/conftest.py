@@ -192,20 +192,25 @@ def make_project(
     return dest
 
 
-# The bytecode of every subprocess a test starts, in one cache beside the venv: nothing is written into the
-# projects, and no process compiles torch, DVC or the ONNX exporter from source again (a venv that uv installed
-# has no .pyc files; without a cache a tiny pipeline run takes about twice as long: docs/comparing-runs.md).
-PYCACHE = VENV_BIN.parent / "pycache"
+# What every process a test starts gets on top of the caller's environment: DVC's analytics off, and its
+# bytecode in one cache beside the venv, written even where the caller forbids writing bytecode (an empty value
+# is unset): nothing lands in the projects, and no process compiles torch, DVC or the ONNX exporter from source
+# again (a venv that uv installed has no .pyc files; without a cache a tiny pipeline run takes about twice as
+# long: docs/comparing-runs.md).
+SUBPROCESS_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "PYTHONPYCACHEPREFIX": str(VENV_BIN.parent / "pycache"),
+    "PYTHONDONTWRITEBYTECODE": "",
+}
 
 
 def project_env(**extra: str) -> dict[str, str]:
     """This process's environment for a subprocess: the venv first on PATH (dvc.yaml's `python` is the venv's),
-    DVC's analytics off, bytecode cached in :data:`PYCACHE`; then ``extra``. For what must run alongside the
-    test (``subprocess.Popen``); what the test waits for goes through :func:`run`."""
+    and :data:`SUBPROCESS_ENV`; then ``extra``. For what must run alongside the test (``subprocess.Popen``);
+    what the test waits for goes through :func:`run`."""
     env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"DVC_NO_ANALYTICS": "1", "PYTHONPYCACHEPREFIX": str(PYCACHE)}, **extra)
+    env.update(SUBPROCESS_ENV, **extra)
     return env
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PYCACHE, REQUIRED_IN_CI, TINY, VENV_BIN, colour_dataset, dvc, make_project
+from conftest import REQUIRED_IN_CI, SUBPROCESS_ENV, TINY, VENV_BIN, colour_dataset, dvc, make_project
 from helpers.servers import free_port
 from helpers.slurm import FINAL, MISSING_SLURM, NOT_ROOT, SlurmCluster
 
@@ -28,13 +28,7 @@ pytestmark = [
 ]
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools/slurm"
-# conftest.project_env's bytecode cache; empty is unset, should the caller's environment forbid writing it
-JOB_ENV = {
-    "PYTHONUNBUFFERED": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "PYTHONPYCACHEPREFIX": str(PYCACHE),
-    "PYTHONDONTWRITEBYTECODE": "",
-}
+JOB_ENV = {**SUBPROCESS_ENV, "PYTHONUNBUFFERED": "1"}  # sbatch adds it to the caller's environment
 EPOCHS = 12
 RECIPE = {**TINY, "epochs": EPOCHS, "model": {"image_size": 48, "num_channels": 24}}  # tests/test_resume.py's
 ONE_NODE = {**RECIPE, "nproc": 2}  # world size 2 on one node: the reference
